@@ -1,0 +1,176 @@
+"""The Faust application: one agent over both input topics, a state log, a timer, /metrics.
+
+``create_app(settings)`` builds everything from settings (no module-level app),
+so tests and benchmarks can run several differently configured apps.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+from faust.types import EventT
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from stream.commitlog import StateLogTable
+from stream.exporter import KpiCollector, build_registry
+from stream.processor import DeadLetter, InputMessage, Processor, rebuild_expiry_queues
+from stream.settings import Settings
+from stream.state import PartitionState
+from stream.timeutil import now_ms
+from stream.windows import WindowReader
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CxStream:
+    """The pieces of a running cxstream worker, for the CLI, tests and benchmarks."""
+
+    settings: Settings
+    app: faust.App
+    table: StateLogTable
+    processor: Processor
+    reader: WindowReader
+    registry: CollectorRegistry
+
+    def states(self) -> list[PartitionState]:
+        """States of the partitions this worker owns right now."""
+        return list(self.table.states.values())
+
+    def metrics_text(self) -> bytes:
+        """The /metrics exposition."""
+        return generate_latest(self.registry)
+
+
+def faust_config(settings: Settings) -> dict[str, Any]:
+    """Faust settings derived from ours, with the reasons for the non-defaults."""
+    session_timeout = settings.seconds("session_timeout")
+    return {
+        "broker": settings.broker,
+        "store": "memory://",
+        "datadir": str(settings.data_dir / "faust"),
+        "autodiscover": False,
+        "web_enabled": True,
+        "web_port": settings.web_port,
+        "web_bind": settings.web_host,
+        "web_host": "127.0.0.1" if settings.web_host == "0.0.0.0" else settings.web_host,
+        "topic_partitions": settings.partitions,
+        "topic_replication_factor": settings.replication_factor,
+        "consumer_auto_offset_reset": "earliest",
+        # tansu holds each group join for half the session timeout: keep it short there.
+        "broker_session_timeout": session_timeout,
+        "broker_heartbeat_interval": max(1.0, session_timeout / 5),
+        # State is rebuilt from the changelog; standby replicas would double memory
+        # and never be exported, so recovery speed is bought with partitions instead.
+        "table_standby_replicas": 0,
+        "stream_buffer_maxsize": 65536,
+        "producer_linger": 0.005,
+        "broker_commit_interval": 1.0,
+        "logging_config": None,
+    }
+
+
+def create_app(settings: Settings) -> CxStream:
+    """Build the Faust app, its table, agent, timer and web pages from settings."""
+    app = faust.App(settings.app_id, **faust_config(settings))
+    # Faust hard-codes a 100-message producer buffer; each batch writes more than that.
+    app.producer.buffer.max_messages = settings.producer_buffer_max
+
+    inputs = app.topic(
+        settings.topic_interactions,
+        settings.topic_surveys,
+        partitions=settings.partitions,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    deadletter = app.topic(
+        settings.topic_deadletter,
+        partitions=settings.partitions,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    table = StateLogTable(
+        app,
+        name="state",
+        partitions=settings.partitions,
+        store="memory://",
+        help="cxstream partition state (buckets, contacts, dedup) as atomic batches",
+    )
+    app.tables.add(table)
+    table.owned_topics = {
+        settings.topic_interactions,
+        settings.topic_surveys,
+        table.changelog_topic_name,
+    }
+
+    processor = Processor(settings)
+    grace_ms = int(settings.seconds("join_grace") * 1000)
+    table.on_state_ready = lambda state: rebuild_expiry_queues(state, now_ms(), grace_ms)
+    reader = WindowReader(settings.window_list, settings.bucket_seconds)
+    collector = KpiCollector(
+        lambda: table.states.values(),
+        processor,
+        reader,
+        topics=(settings.topic_interactions, settings.topic_surveys),
+    )
+    registry = build_registry(collector)
+
+    def send_dead_letters(dead: list[DeadLetter]) -> None:
+        for item in dead:
+            deadletter.send_soon(
+                key=item.key,
+                value=item.value if item.value is not None else b"",
+                headers=[
+                    ("cx-reason", item.reason.encode()),
+                    ("cx-detail", item.detail.encode(errors="replace")),
+                    ("cx-source-topic", item.topic.encode()),
+                    ("cx-source-partition", str(item.partition).encode()),
+                    ("cx-source-offset", str(item.offset).encode()),
+                ],
+            )
+
+    def handle_batch(events: list[EventT]) -> None:
+        """Apply one batch: group by partition, process, persist atomically, dead-letter."""
+        by_partition: dict[int, list[InputMessage]] = defaultdict(list)
+        for event in events:
+            message = event.message
+            by_partition[message.partition].append(
+                InputMessage(message.topic, message.offset, message.key, message.value)
+            )
+        wall = now_ms()
+        for partition, messages in by_partition.items():
+            state = table.state_for(partition)
+            dead = processor.process_batch(state, messages, wall)
+            if state.has_changes() or dead:
+                table.commit_batch(state)
+            if dead:
+                send_dead_letters(dead)
+
+    @app.agent(inputs, name="cx-process")
+    async def process(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(  # type: ignore[attr-defined]
+            settings.batch_max, within=settings.seconds("batch_within")
+        ):
+            handle_batch(list(events))
+
+    @app.timer(interval=settings.seconds("tick_interval"))
+    async def tick() -> None:
+        wall = now_ms()
+        for state in list(table.states.values()):
+            processor.tick(state, wall)
+            if state.has_changes():
+                table.commit_batch(state)
+
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        return web.bytes(generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok", "partitions": sorted(table.states)})
+
+    return CxStream(settings, app, table, processor, reader, registry)

@@ -1,0 +1,223 @@
+"""Durable partition state: a Faust changelog written as atomic batches.
+
+Why not ``table[key] = value``? Faust writes each key as its own changelog
+record. A worker killed between two of a batch's records leaves a changelog in
+which some keys reflect the batch and others do not, and at-least-once
+redelivery then counts part of the batch twice. Instead, every batch writes the
+keys it touched, each tagged with ``(generation, sequence)``, followed by a
+*commit marker* (key ``m``) that carries the same tag and the input offsets the
+batch reached. All records of one partition go to the same changelog partition,
+so Kafka keeps them in order and a crash can only lose a suffix.
+
+On recovery, records are buffered per partition and applied only when the
+marker with their tag arrives; a batch whose marker never made it is dropped
+whole, and redelivery of its input (offsets above the marker's) redoes it. The
+result: the recovered state reflects exactly the input up to the marker's
+offsets, and events at or below them are skipped, so counts are exact after a
+``kill -9``. Faust still owns topic creation, recovery scheduling and commits
+(its commit waits for the producer to flush the changelog first).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import faust
+import orjson
+from faust.types import TP, EventT
+
+from stream.state import (
+    BUCKET_PREFIX,
+    CONTACT_PREFIX,
+    DEDUP_PREFIX,
+    MARKER_KEY,
+    DedupBatch,
+    PartitionState,
+)
+
+log = logging.getLogger(__name__)
+
+
+class StateLogTable(faust.Table):
+    """A Faust table used as the transactional log of :class:`PartitionState` objects.
+
+    Its own key/value store stays empty: the live state is the plain dicts in
+    :attr:`states`, which recovery rebuilds from the changelog.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Active partition -> state. Only partitions this worker owns are present.
+        self.states: dict[int, PartitionState] = {}
+        self._recovering: dict[int, PartitionState] = {}
+        self._pending: dict[int, list[tuple[str, list[Any]]]] = defaultdict(list)
+        #: Dedup batches by changelog key while recovering, so tombstones can find them.
+        self._dedup_index: dict[int, dict[str, DedupBatch]] = defaultdict(dict)
+        #: Topics whose partition numbers map to states: inputs and this changelog.
+        self.owned_topics: set[str] = set()
+        self.on_state_ready: Callable[[PartitionState], None] | None = None
+
+    # -- writing -----------------------------------------------------------------
+    def commit_batch(self, state: PartitionState) -> int:
+        """Write what the last batch changed, then the marker; return records written."""
+        partition = state.partition
+        state.sequence += 1
+        tag = (state.generation, state.sequence)
+        send = self.send_changelog
+        written = 0
+
+        def put(key: str, payload: Any) -> None:
+            nonlocal written
+            send(
+                partition,
+                key.encode(),
+                orjson.dumps([tag[0], tag[1], payload]),
+                key_serializer="raw",
+                value_serializer="raw",
+            )
+            written += 1
+
+        for key in state.deleted_keys:
+            put(key, None)
+        for bucket_start in state.dirty_buckets:
+            dims = state.buckets.get(bucket_start)
+            if dims is not None:
+                put(f"{BUCKET_PREFIX}{bucket_start}", dims)
+        for contact_id in state.dirty_contacts:
+            record = state.contacts.get(contact_id)
+            if record is not None:
+                put(f"{CONTACT_PREFIX}{contact_id}", record)
+        if state.new_dedup:
+            key = f"{DEDUP_PREFIX}{tag[0]}:{tag[1]}"
+            dedup = state.dedup
+            ids = state.new_dedup
+            put(key, {"n": state.new_dedup_newest_ms, "ids": ids, "o": [dedup[i] for i in ids]})
+            state.dedup_batches.append(DedupBatch(key, state.new_dedup_newest_ms, ids))
+        put(MARKER_KEY, {"o": state.offsets, "w": state.watermark_ms})
+        state.deleted_keys = []
+        state.dirty_buckets = set()
+        state.dirty_contacts = set()
+        state.new_dedup = []
+        state.new_dedup_newest_ms = 0
+        return written
+
+    # -- recovery ----------------------------------------------------------------
+    def apply_changelog_batch(self, batch: Iterable[EventT]) -> None:
+        """Buffer recovered records per partition; apply a batch when its marker arrives."""
+        for event in batch:
+            message = event.message
+            partition = message.partition
+            if partition in self.states:
+                continue  # our own writes, re-read when a still-owned partition is recovered
+            key = message.key.decode() if isinstance(message.key, bytes) else str(message.key)
+            raw = message.value
+            if raw is None:
+                continue  # a compaction tombstone: nothing to apply
+            value = orjson.loads(raw)
+            if key == MARKER_KEY:
+                self._apply_committed(partition, value)
+            else:
+                self._pending[partition].append((key, value))
+
+    def _apply_committed(self, partition: int, marker: list[Any]) -> None:
+        generation, sequence, body = marker
+        state = self._recovering.get(partition)
+        if state is None:
+            state = self._recovering[partition] = PartitionState(partition)
+        for key, (gen, seq, payload) in self._pending.pop(partition, ()):
+            if gen != generation or seq != sequence:
+                continue  # from a batch whose marker never arrived: dropped whole
+            self._apply_record(state, self._dedup_index[partition], key, payload)
+        state.offsets = dict(body["o"])
+        state.watermark_ms = max(state.watermark_ms, body.get("w", 0))
+
+    @staticmethod
+    def _apply_record(
+        state: PartitionState, dedup_index: dict[str, DedupBatch], key: str, payload: Any
+    ) -> None:
+        if key.startswith(BUCKET_PREFIX):
+            bucket = int(key[len(BUCKET_PREFIX) :])
+            if payload is None:
+                state.buckets.pop(bucket, None)
+            else:
+                state.buckets[bucket] = payload
+            hour = bucket - bucket % 3600
+            state.hour_versions[hour] = state.hour_versions.get(hour, 0) + 1
+        elif key.startswith(CONTACT_PREFIX):
+            contact_id = key[len(CONTACT_PREFIX) :]
+            if payload is None:
+                state.contacts.pop(contact_id, None)
+            else:
+                state.contacts[contact_id] = payload
+        elif key.startswith(DEDUP_PREFIX):
+            if payload is None:
+                batch = dedup_index.pop(key, None)
+                if batch is not None:
+                    for event_key in batch.ids:
+                        state.dedup.pop(event_key, None)
+            else:
+                ids = payload["ids"]
+                for event_key, offset in zip(ids, payload["o"], strict=True):
+                    state.dedup[event_key] = offset
+                batch = DedupBatch(key, payload["n"], ids)
+                dedup_index[key] = batch
+
+    # -- rebalance hooks ---------------------------------------------------------
+    async def on_rebalance(
+        self,
+        assigned: set[TP],
+        revoked: set[TP],
+        newly_assigned: set[TP],
+        generation_id: int = 0,
+    ) -> None:
+        """Drop state of revoked partitions; newly assigned ones are rebuilt by recovery."""
+        await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
+        for partition in self._partitions_of(revoked) | self._partitions_of(newly_assigned):
+            self.states.pop(partition, None)
+            self._recovering.pop(partition, None)
+            self._pending.pop(partition, None)
+            self._dedup_index.pop(partition, None)
+
+    async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
+        """Promote recovered states to live ones; discard any incomplete trailing batch."""
+        await super().on_recovery_completed(active_tps, standby_tps)
+        changelog = self.changelog_topic_name
+        for tp in active_tps:
+            if tp.topic != changelog or tp.partition in self.states:
+                continue
+            state = self._recovering.pop(tp.partition, None) or PartitionState(tp.partition)
+            dropped = self._pending.pop(tp.partition, [])
+            if dropped:
+                log.warning(
+                    "partition %d: dropped %d changelog records of an uncommitted batch "
+                    "(the worker stopped mid-batch); their input will be reprocessed",
+                    tp.partition,
+                    len(dropped),
+                )
+            index = self._dedup_index.pop(tp.partition, {})
+            state.dedup_batches = deque(sorted(index.values(), key=lambda b: b.newest_ms))
+            self.states[tp.partition] = state
+            log.info(
+                "partition %d ready: %d buckets, %d contacts, %d remembered event ids, offsets %s",
+                tp.partition,
+                len(state.buckets),
+                len(state.contacts),
+                len(state.dedup),
+                state.offsets,
+            )
+            if self.on_state_ready is not None:
+                self.on_state_ready(state)
+
+    def _partitions_of(self, tps: Iterable[TP]) -> set[int]:
+        """Partition numbers among ``tps`` that belong to this state (input or changelog)."""
+        return {tp.partition for tp in tps if tp.topic in self.owned_topics}
+
+    def state_for(self, partition: int) -> PartitionState:
+        """Live state of an active partition (created empty if recovery had nothing)."""
+        state = self.states.get(partition)
+        if state is None:
+            state = self.states[partition] = PartitionState(partition)
+        return state

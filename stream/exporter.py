@@ -1,0 +1,112 @@
+"""Prometheus exposition: a custom collector that reads the state at scrape time.
+
+Nothing on the hot path touches a prometheus_client metric; the collector sums
+the buckets this worker owns when Prometheus asks (every 15 s or so), so the
+cost is per scrape, not per event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from stream.kpi import derived_kpis, survey_response_ratios, zero_counts
+from stream.metrics_catalog import (
+    COUNT_METRICS,
+    EVENTS_TOTAL,
+    OUTCOMES,
+    RATIO_METRICS,
+    RESPONSE_RATIO,
+    WINDOW_LABELS,
+)
+from stream.processor import Processor
+from stream.state import PartitionState, split_dim_key
+from stream.timeutil import now_ms
+from stream.windows import WindowReader
+
+
+class KpiCollector(Collector):
+    """Collects every contract KPI for the partitions this worker owns."""
+
+    def __init__(
+        self,
+        states: Callable[[], Iterable[PartitionState]],
+        processor: Processor,
+        reader: WindowReader,
+        topics: Iterable[str],
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
+        self._states = states
+        self._processor = processor
+        self._reader = reader
+        self._topics = tuple(topics)
+        self._clock = clock
+
+    def collect(self) -> Iterator[Metric]:
+        """Build all metric families from one consistent read of the state."""
+        states = list(self._states())
+        now = self._processor.reference_now_ms(self._clock())
+        totals = self._reader.read(states, now)
+        dims = sorted(self._reader.dimensions(totals))
+
+        counts_f = {s.name: GaugeMetricFamily(s.name, s.help, labels=WINDOW_LABELS) for s in COUNT_METRICS}
+        ratio_f = {s.name: GaugeMetricFamily(s.name, s.help, labels=WINDOW_LABELS) for s in RATIO_METRICS}
+        response_f = GaugeMetricFamily(
+            RESPONSE_RATIO.name, RESPONSE_RATIO.help, labels=(*WINDOW_LABELS, "metric")
+        )
+        empty = zero_counts()
+        for window, per_dim in totals.items():
+            for dim in dims:
+                counts = per_dim.get(dim, empty)
+                queue, channel = split_dim_key(dim)[:2]
+                labels = [window, queue, channel]
+                for spec in COUNT_METRICS:
+                    counts_f[spec.name].add_metric(labels, counts[spec.source])  # type: ignore[index]
+                derived = derived_kpis(counts)
+                for spec in RATIO_METRICS:
+                    value = derived[spec.source]  # type: ignore[index]
+                    if value is not None:
+                        ratio_f[spec.name].add_metric(labels, value)
+                for metric, value in survey_response_ratios(counts).items():
+                    if value is not None:
+                        response_f.add_metric([*labels, metric], value)
+        yield from counts_f.values()
+        yield from ratio_f.values()
+        yield response_f
+
+        events = CounterMetricFamily(
+            EVENTS_TOTAL.name.removesuffix("_total"), EVENTS_TOTAL.help, labels=("topic", "outcome")
+        )
+        outcomes = self._processor.outcomes
+        for topic in self._topics:
+            for outcome in OUTCOMES:
+                events.add_metric([topic, outcome], outcomes.get((topic, outcome), 0))
+        yield events
+
+        yield _gauge("cx_state_partitions", "Partitions this worker owns.", len(states))
+        yield _gauge("cx_state_buckets", "Event-time buckets held.", sum(len(s.buckets) for s in states))
+        yield _gauge("cx_state_contacts", "Contact records held.", sum(len(s.contacts) for s in states))
+        yield _gauge(
+            "cx_state_dedup_ids",
+            "Event ids remembered for dedup.",
+            sum(len(s.dedup) for s in states),
+        )
+        yield _gauge(
+            "cx_event_time_watermark_seconds",
+            "Newest event time processed (epoch seconds).",
+            self._processor.watermark_ms / 1000,
+        )
+
+
+def _gauge(name: str, help_text: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, help_text, value=value)
+
+
+def build_registry(collector: KpiCollector) -> CollectorRegistry:
+    """A private registry holding only cxstream's collector (no process/GC noise)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    return registry

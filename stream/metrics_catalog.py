@@ -1,0 +1,168 @@
+"""Every exported metric, declared once: name, kind, help text, and where its value comes from.
+
+The exporter, the docs test and the dashboard validation all read this table, so
+a metric cannot be exported without being documented, or documented without
+being exported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from stream import kpi
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSpec:
+    """One exported metric family."""
+
+    name: str
+    kind: Literal["count", "ratio", "counter", "gauge"]
+    help: str
+    #: For ``count``: index into the counter vector. For ``ratio``: key in kpi.derived_kpis.
+    source: int | str | None = None
+    contract: bool = True
+
+
+WINDOW_LABELS: Final = ("window", "queue", "channel")
+
+COUNT_METRICS: Final = (
+    MetricSpec("cx_csat_responses", "count", "CSAT responses in the window.", kpi.CSAT_RESPONSES),
+    MetricSpec("cx_csat_satisfied", "count", "CSAT responses scoring 4 or 5.", kpi.CSAT_SATISFIED),
+    MetricSpec("cx_nps_responses", "count", "NPS responses in the window.", kpi.NPS_RESPONSES),
+    MetricSpec("cx_nps_promoters", "count", "NPS responses scoring 9-10.", kpi.NPS_PROMOTERS),
+    MetricSpec("cx_nps_passives", "count", "NPS responses scoring 7-8.", kpi.NPS_PASSIVES),
+    MetricSpec("cx_nps_detractors", "count", "NPS responses scoring 0-6.", kpi.NPS_DETRACTORS),
+    MetricSpec("cx_ces_responses", "count", "CES responses in the window.", kpi.CES_RESPONSES),
+    MetricSpec("cx_ces_easy", "count", "CES responses saying it was easy.", kpi.CES_EASY),
+    MetricSpec("cx_ces_high_effort", "count", "CES responses reporting high effort.", kpi.CES_HIGH_EFFORT),
+    MetricSpec("cx_contacts", "count", "Contacts started in the window.", kpi.CONTACTS),
+    MetricSpec(
+        "cx_repeat_contacts",
+        "count",
+        "Contacts whose customer had another contact within the repeat horizon.",
+        kpi.REPEAT_CONTACTS,
+    ),
+    MetricSpec(
+        "cx_channel_switches",
+        "count",
+        "Repeat contacts on a different channel than the previous contact.",
+        kpi.CHANNEL_SWITCHES,
+    ),
+    MetricSpec("cx_contacts_ended", "count", "Contacts ended in the window.", kpi.CONTACTS_ENDED),
+    MetricSpec(
+        "cx_transferred_contacts",
+        "count",
+        "Ended contacts that had at least one transfer.",
+        kpi.TRANSFERRED_CONTACTS,
+    ),
+    MetricSpec(
+        "cx_same_reason_repeats",
+        "count",
+        "Repeat contacts with the same reason as the previous contact.",
+        kpi.SAME_REASON_REPEATS,
+        contract=False,
+    ),
+    MetricSpec(
+        "cx_handle_seconds_sum",
+        "count",
+        "Sum of handle_seconds of ended contacts that reported it.",
+        kpi.HANDLE_SECONDS_SUM,
+        contract=False,
+    ),
+    MetricSpec(
+        "cx_handled_contacts",
+        "count",
+        "Ended contacts that reported handle_seconds.",
+        kpi.HANDLE_COUNT,
+        contract=False,
+    ),
+    MetricSpec(
+        "cx_resolution_reported",
+        "count",
+        "Ended contacts whose agent reported resolved true or false.",
+        kpi.RESOLUTION_REPORTED,
+        contract=False,
+    ),
+    MetricSpec(
+        "cx_resolved_contacts",
+        "count",
+        "Ended contacts the agent reported as resolved.",
+        kpi.RESOLVED,
+        contract=False,
+    ),
+)
+
+RATIO_METRICS: Final = (
+    MetricSpec("cx_csat_ratio", "ratio", "Share of CSAT responses scoring 4-5 (0..1).", "csat_ratio"),
+    MetricSpec("cx_csat_average", "ratio", "Mean CSAT score (1..5).", "csat_average"),
+    MetricSpec("cx_nps_score", "ratio", "Net Promoter Score: % promoters - % detractors.", "nps_score"),
+    MetricSpec("cx_ces_easy_ratio", "ratio", "Share of CES responses saying easy.", "ces_easy_ratio"),
+    MetricSpec(
+        "cx_ces_high_effort_ratio",
+        "ratio",
+        "Share of CES responses reporting high effort.",
+        "ces_high_effort_ratio",
+    ),
+    MetricSpec(
+        "cx_repeat_contact_ratio",
+        "ratio",
+        "Repeat contacts / contacts started.",
+        "repeat_contact_ratio",
+    ),
+    MetricSpec(
+        "cx_channel_switch_ratio",
+        "ratio",
+        "Channel switches / contacts started.",
+        "channel_switch_ratio",
+    ),
+    MetricSpec("cx_transfer_ratio", "ratio", "Transferred contacts / contacts ended.", "transfer_ratio"),
+    MetricSpec(
+        "cx_handle_seconds_average",
+        "ratio",
+        "Average handle time in seconds.",
+        "handle_seconds_average",
+        contract=False,
+    ),
+    MetricSpec(
+        "cx_resolved_ratio",
+        "ratio",
+        "Resolved / contacts with a reported resolution.",
+        "resolved_ratio",
+        contract=False,
+    ),
+)
+
+RESPONSE_RATIO = MetricSpec(
+    "cx_survey_response_ratio",
+    "ratio",
+    "Survey responses / contacts ended, per survey metric.",
+)
+EVENTS_TOTAL = MetricSpec(
+    "cx_events_total",
+    "counter",
+    "Input messages by topic and outcome (accepted, rejected, duplicate, late).",
+)
+OPERATIONAL_METRICS: Final = (
+    MetricSpec("cx_state_partitions", "gauge", "Partitions this worker owns.", contract=False),
+    MetricSpec("cx_state_buckets", "gauge", "Event-time buckets held.", contract=False),
+    MetricSpec("cx_state_contacts", "gauge", "Contact records held.", contract=False),
+    MetricSpec("cx_state_dedup_ids", "gauge", "Event ids remembered for dedup.", contract=False),
+    MetricSpec(
+        "cx_event_time_watermark_seconds",
+        "gauge",
+        "Newest event time processed (epoch seconds).",
+        contract=False,
+    ),
+)
+
+OUTCOMES: Final = ("accepted", "rejected", "duplicate", "late")
+
+ALL_METRICS: Final = (
+    *COUNT_METRICS,
+    *RATIO_METRICS,
+    RESPONSE_RATIO,
+    EVENTS_TOTAL,
+    *OPERATIONAL_METRICS,
+)

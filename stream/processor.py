@@ -1,0 +1,321 @@
+"""The event pipeline for one batch of one partition: validate, dedup, join, bucket.
+
+Pure logic over :class:`stream.state.PartitionState`, with no Faust and no I/O,
+so the whole path from raw bytes to counts is unit-testable and benchmarkable on
+its own. The Faust agent (:mod:`stream.app`) feeds it batches and persists what
+it changed.
+
+Contact records (one per ``contact_id``, compact keys because they are written
+to the changelog):
+
+====  =====================================================================
+key   meaning
+====  =====================================================================
+q,ch  queue and channel from ``contact_started`` (absent until it arrives)
+cu    customer_id;  ag/tm/rs: agent, team, reason
+st    start event time (ms), absent until ``contact_started``
+t     newest event time seen for the contact (ms), for expiry
+tr    number of transfers;  tq: queue of the last transfer
+en    1 once ``contact_ended`` was counted
+sv    ``survey_id:metric`` pairs already counted (one response each)
+pd    events waiting for ``contact_started``: surveys and the end
+====  =====================================================================
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from dataclasses import dataclass
+from typing import Any
+
+from stream import kpi
+from stream.events import EventValidator, Interaction, Rejection, Survey
+from stream.settings import Settings
+from stream.state import UNKNOWN, PartitionState, dim_key
+
+INTERACTIONS = "i"
+SURVEYS = "s"
+
+
+@dataclass(slots=True)
+class InputMessage:
+    """One raw message as the agent received it."""
+
+    topic: str
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    """A rejected message: original bytes plus why and where it came from."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    reason: str
+    detail: str
+
+
+class Processor:
+    """Applies batches of input messages to partition states.
+
+    Holds the settings-derived constants and the in-process outcome counters
+    (``cx_events_total``), which the exporter reads at scrape time.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.validator = EventValidator(
+            max_label_length=settings.max_label_length,
+            max_future_skew_ms=int(settings.seconds("max_future_skew") * 1000),
+        )
+        self.topic_kind = {
+            settings.topic_interactions: INTERACTIONS,
+            settings.topic_surveys: SURVEYS,
+        }
+        self.bucket_s = settings.bucket_seconds
+        self.bucket_ms = self.bucket_s * 1000
+        longest_window_s = max(seconds for _, seconds in settings.window_list)
+        #: Event time older than (now - retention) can no longer reach any window.
+        self.retention_ms = (longest_window_s + self.bucket_s) * 1000
+        self.grace_ms = int(settings.seconds("join_grace") * 1000)
+        self.contact_ttl_ms = int(settings.seconds("contact_ttl") * 1000)
+        self.dedup_horizon_ms = int(settings.seconds("dedup_horizon") * 1000)
+        self.event_clock = settings.clock == "event"
+        #: (topic, outcome) -> count, for cx_events_total.
+        self.outcomes: Counter[tuple[str, str]] = Counter()
+        #: Newest event time over all partitions (event-clock mode).
+        self.watermark_ms = 0
+
+    # -- clock -----------------------------------------------------------------
+    def reference_now_ms(self, wall_ms: int) -> int:
+        """The 'now' that windows end at: wall clock, or newest event time in event mode."""
+        return self.watermark_ms if self.event_clock else wall_ms
+
+    # -- batch -------------------------------------------------------------------
+    def process_batch(
+        self, state: PartitionState, messages: list[InputMessage], wall_ms: int
+    ) -> list[DeadLetter]:
+        """Apply messages (in offset order per topic) to ``state``; return the rejects."""
+        dead: list[DeadLetter] = []
+        outcomes = self.outcomes
+        offsets = state.offsets
+        dedup = state.dedup
+        validator = self.validator
+        late_before = self.reference_now_ms(wall_ms) - self.retention_ms
+        new_ids: list[str] = []
+        new_offsets: list[int] = []
+        newest = 0
+        for message in messages:
+            topic = message.topic
+            offset = message.offset
+            if offset <= offsets.get(topic, -1):
+                continue  # already reflected in recovered state: redelivery after a crash
+            offsets[topic] = offset
+            kind = self.topic_kind[topic]
+            event: Interaction | Survey | Rejection = (
+                validator.interaction(message.value, wall_ms)
+                if kind == INTERACTIONS
+                else validator.survey(message.value, wall_ms)
+            )
+            if type(event) is Rejection:
+                outcomes[(topic, "rejected")] += 1
+                dead.append(
+                    DeadLetter(
+                        topic,
+                        state.partition,
+                        offset,
+                        message.key,
+                        message.value,
+                        event.reason,
+                        event.detail,
+                    )
+                )
+                continue
+            event_key = kind + event.event_id  # type: ignore[union-attr]
+            first_offset = dedup.get(event_key)
+            if first_offset is not None and first_offset != offset:
+                outcomes[(topic, "duplicate")] += 1
+                continue
+            ts = event.ts_ms  # type: ignore[union-attr]
+            if ts < late_before:
+                outcomes[(topic, "late")] += 1
+                continue
+            dedup[event_key] = offset
+            new_ids.append(event_key)
+            new_offsets.append(offset)
+            if ts > newest:
+                newest = ts
+            if kind == INTERACTIONS:
+                self._apply_interaction(state, event, wall_ms)  # type: ignore[arg-type]
+            else:
+                self._apply_survey(state, event, wall_ms)  # type: ignore[arg-type]
+            outcomes[(topic, "accepted")] += 1
+        if new_ids:
+            state.remember_ids(new_ids, new_offsets, newest)
+        if newest > state.watermark_ms:
+            state.watermark_ms = newest
+        if newest > self.watermark_ms:
+            self.watermark_ms = newest
+        return dead
+
+    # -- interactions ------------------------------------------------------------
+    def _contact(self, state: PartitionState, contact_id: str, ts: int) -> dict[str, Any]:
+        record = state.contacts.get(contact_id)
+        if record is None:
+            record = state.contacts[contact_id] = {"t": ts, "tr": 0}
+            state.contact_expiry.append((ts, contact_id))
+        elif ts > record["t"]:
+            record["t"] = ts
+        state.touch_contact(contact_id)
+        return record
+
+    def _bucket(self, state: PartitionState, ts: int, queue: str, channel: str) -> kpi.Counts:
+        return state.bucket_counts(ts // self.bucket_ms * self.bucket_s, dim_key(queue, channel))
+
+    def _apply_interaction(self, state: PartitionState, event: Interaction, wall_ms: int) -> None:
+        record = self._contact(state, event.contact_id, event.ts_ms)
+        kind = event.type
+        if kind == "contact_started":
+            if "st" in record:
+                return  # a contact is counted once, whatever its number of start events
+            record["st"] = event.ts_ms
+            record["q"] = event.queue
+            record["ch"] = event.channel
+            record["cu"] = event.customer_id
+            for name, value in (("ag", event.agent_id), ("tm", event.team), ("rs", event.reason)):
+                if value is not None:
+                    record[name] = value
+            self._bucket(state, event.ts_ms, event.queue, event.channel)[kpi.CONTACTS] += 1  # type: ignore[arg-type]
+            pending = record.pop("pd", None)
+            if pending:
+                for item in pending:
+                    self._apply_pending(state, record, item)
+        elif kind == "contact_transferred":
+            record["tr"] += 1
+            if event.to_queue is not None:
+                record["tq"] = event.to_queue
+        else:  # contact_ended
+            if record.get("en"):
+                return
+            record["en"] = 1
+            item = ["e", event.ts_ms, event.resolved, event.handle_seconds, wall_ms]
+            if "st" in record:
+                self._apply_pending(state, record, item)
+            else:
+                self._defer(state, event.contact_id, record, item, wall_ms)
+
+    def _count_end(self, counts: kpi.Counts, transfers: int, item: list[Any]) -> None:
+        counts[kpi.CONTACTS_ENDED] += 1
+        if transfers:
+            counts[kpi.TRANSFERRED_CONTACTS] += 1
+        resolved, handle = item[2], item[3]
+        if resolved is not None:
+            counts[kpi.RESOLUTION_REPORTED] += 1
+            if resolved:
+                counts[kpi.RESOLVED] += 1
+        if handle is not None:
+            counts[kpi.HANDLE_SECONDS_SUM] += handle
+            counts[kpi.HANDLE_COUNT] += 1
+
+    # -- surveys ------------------------------------------------------------------
+    def _apply_survey(self, state: PartitionState, event: Survey, wall_ms: int) -> None:
+        record = self._contact(state, event.contact_id, event.ts_ms)
+        if event.survey_id is not None:
+            answered = f"{event.survey_id}:{event.metric}"
+            seen = record.setdefault("sv", [])
+            if answered in seen:
+                return  # one response per (survey_id, metric) counts
+            seen.append(answered)
+        item = [
+            "s",
+            event.ts_ms,
+            event.metric,
+            event.score,
+            event.scale,
+            wall_ms,
+            event.queue,
+            event.channel,
+        ]
+        if "st" in record or (event.queue is not None and event.channel is not None):
+            self._apply_pending(state, record, item)
+        else:
+            self._defer(state, event.contact_id, record, item, wall_ms)
+
+    # -- joins: events waiting for their contact_started ------------------------------
+    def _defer(
+        self,
+        state: PartitionState,
+        contact_id: str,
+        record: dict[str, Any],
+        item: list[Any],
+        wall_ms: int,
+    ) -> None:
+        record.setdefault("pd", []).append(item)
+        state.pending_expiry.append((wall_ms + self.grace_ms, contact_id))
+
+    def _apply_pending(self, state: PartitionState, record: dict[str, Any], item: list[Any]) -> None:
+        """Count a survey or end, attributed to the contact's queue/channel (or 'unknown')."""
+        if item[0] == "e":
+            counts = self._bucket(state, item[1], record.get("q") or UNKNOWN, record.get("ch") or UNKNOWN)
+            self._count_end(counts, record["tr"], item)
+        else:
+            queue = item[6] or record.get("q") or UNKNOWN
+            channel = item[7] or record.get("ch") or UNKNOWN
+            kpi.add_survey(self._bucket(state, item[1], queue, channel), item[2], item[3], item[4])
+
+    # -- time-driven work ----------------------------------------------------------
+    def tick(self, state: PartitionState, wall_ms: int) -> None:
+        """Release joins past their grace, expire old buckets, contacts and dedup ids."""
+        now = self.reference_now_ms(wall_ms)
+        pending = state.pending_expiry
+        while pending and pending[0][0] <= wall_ms:
+            _, contact_id = pending.popleft()
+            record = state.contacts.get(contact_id)
+            if record is None or "pd" not in record or "st" in record:
+                continue
+            waiting = record["pd"]
+            still: list[Any] = []
+            for item in waiting:
+                received = item[4] if item[0] == "e" else item[5]
+                if received + self.grace_ms <= wall_ms:
+                    self._apply_pending(state, record, item)
+                else:
+                    still.append(item)
+            if still:
+                record["pd"] = still
+            else:
+                del record["pd"]
+            state.touch_contact(contact_id)
+
+        oldest_bucket = (now - self.retention_ms) // 1000
+        for bucket_start in [b for b in state.buckets if b < oldest_bucket]:
+            state.drop_bucket(bucket_start)
+
+        expiry = state.contact_expiry
+        cutoff = now - self.contact_ttl_ms
+        while expiry and expiry[0][0] < cutoff:
+            _, contact_id = expiry.popleft()
+            record = state.contacts.get(contact_id)
+            if record is None:
+                continue
+            if record["t"] >= cutoff or "pd" in record:
+                expiry.append((max(record["t"], cutoff + 1), contact_id))
+                continue
+            state.drop_contact(contact_id)
+
+        state.expire_dedup(horizon_start_ms=now - self.dedup_horizon_ms, max_ids=self.settings.dedup_max_ids)
+
+
+def rebuild_expiry_queues(state: PartitionState, wall_ms: int, grace_ms: int) -> None:
+    """After recovery, rebuild the in-memory expiry queues from the contact records."""
+    contacts = sorted(state.contacts.items(), key=lambda item: item[1]["t"])
+    state.contact_expiry = deque((record["t"], cid) for cid, record in contacts)
+    state.pending_expiry = deque((wall_ms + grace_ms, cid) for cid, record in contacts if "pd" in record)
+
+
+__all__ = ["DeadLetter", "InputMessage", "Processor", "rebuild_expiry_queues"]

@@ -1,0 +1,199 @@
+"""All configuration in one pydantic-settings class.
+
+Every field is an environment variable with the ``CXSTREAM_`` prefix (e.g.
+``CXSTREAM_WEB_PORT``). Invalid values fail at start-up with the variable's
+name, so a typo never turns into a worker that runs with a silent default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from stream.timeutil import format_duration, parse_duration
+
+ENV_PREFIX = "CXSTREAM_"
+
+
+class SettingsError(ValueError):
+    """Raised with a readable message naming each bad environment variable."""
+
+
+class Settings(BaseSettings):
+    """cxstream settings; see docs/settings.md for the reference table."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=False)
+
+    # --- where things are -------------------------------------------------
+    broker: str = Field(
+        "kafka://127.0.0.1:9092",
+        description="Kafka bootstrap servers, e.g. kafka://host1:9092;host2:9092.",
+    )
+    redis_url: SecretStr = Field(
+        SecretStr("redis://127.0.0.1:6379/0"),
+        description="Redis URL for alert state and wallboard snapshots (redis:// or rediss://).",
+    )
+    app_id: str = Field("cxstream", description="Faust app id: consumer group and topic prefix.")
+    web_host: str = Field("0.0.0.0", description="Interface the worker's web server binds to.")
+    web_port: int = Field(6066, ge=1, le=65535, description="Port for /metrics and /healthz.")
+    data_dir: Path = Field(Path(".cxstream-data"), description="Local state (RocksDB, logs).")
+    store: str = Field("memory://", description="Faust table store: memory:// or rocksdb:// (needs extra).")
+
+    # --- topics -----------------------------------------------------------
+    topic_interactions: str = Field("cx.interactions", description="Interaction events topic.")
+    topic_surveys: str = Field("cx.surveys", description="Survey responses topic.")
+    topic_deadletter: str = Field("cx.deadletter", description="Rejected input, with reason.")
+    partitions: int = Field(
+        4, ge=1, le=1024, description="Partitions of the input topics (and of the state changelog)."
+    )
+    replication_factor: int = Field(1, ge=1, description="Replication for topics cxstream creates.")
+    create_topics: bool = Field(True, description="Create missing input topics at start-up.")
+
+    # --- windows and state ------------------------------------------------
+    windows: str = Field("15m,1h,24h", description="Rolling windows, comma-separated.")
+    bucket_size: str = Field("1m", description="Event-time bucket size; divides every window.")
+    clock: Literal["wall", "event"] = Field(
+        "wall",
+        description="Window end: wall clock (live) or the newest event time seen (replay).",
+    )
+    max_future_skew: str = Field("5m", description="Events further in the future are rejected.")
+    dedup_horizon: str = Field("1h", description="How long an event_id is remembered.")
+    dedup_max_ids: int = Field(
+        500_000, ge=1000, description="Upper bound of remembered event_ids per partition."
+    )
+    join_grace: str = Field(
+        "2m",
+        description="How long a survey or end waits for its contact_started before "
+        "being counted under queue/channel 'unknown'.",
+    )
+    contact_ttl: str = Field("2d", description="Contact state is dropped this long after its start.")
+    max_label_length: int = Field(64, ge=8, le=1024, description="Longest queue/channel/team label accepted.")
+
+    # --- batching and Faust tuning ----------------------------------------
+    batch_max: int = Field(2000, ge=1, description="Most events handled per agent batch.")
+    batch_within: str = Field("100ms", description="Longest wait to fill a batch.")
+    session_timeout: str = Field("10s", description="Kafka consumer group session timeout.")
+    producer_buffer_max: int = Field(
+        100_000, ge=100, description="Faust producer buffer size (Faust's default is 100)."
+    )
+    tansu_compat: bool = Field(
+        False,
+        description="Work around the tansu broker's ListOffsets(latest) answer during "
+        "state recovery. Set automatically in embedded mode; never needed on Apache Kafka.",
+    )
+    tick_interval: str = Field("5s", description="How often idle partitions expire state.")
+
+    # --- logging ----------------------------------------------------------
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info")
+
+    @field_validator("broker")
+    @classmethod
+    def _check_broker(cls, value: str) -> str:
+        hosts = value.split("://", 1)[-1]
+        for host in hosts.replace(",", ";").split(";"):
+            name, _, port = host.strip().rpartition(":")
+            if not name or not port.isdigit():
+                raise ValueError(f"expected kafka://host:port[;host:port], got {value!r}")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis(cls, value: SecretStr) -> SecretStr:
+        url = value.get_secret_value()
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("expected redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("store")
+    @classmethod
+    def _check_store(cls, value: str) -> str:
+        if not value.startswith(("memory://", "rocksdb://", "rocksdict://")):
+            raise ValueError("expected memory:// or rocksdb://")
+        return value
+
+    @field_validator(
+        "bucket_size",
+        "max_future_skew",
+        "dedup_horizon",
+        "join_grace",
+        "contact_ttl",
+        "batch_within",
+        "session_timeout",
+        "tick_interval",
+    )
+    @classmethod
+    def _check_duration(cls, value: str) -> str:
+        if parse_duration(value) <= 0 and value not in ("0", "0s"):
+            raise ValueError("must be positive")
+        return value
+
+    @field_validator("windows")
+    @classmethod
+    def _check_windows(cls, value: str) -> str:
+        parts = [p for p in (s.strip() for s in value.split(",")) if p]
+        if not parts:
+            raise ValueError("at least one window, e.g. 15m,1h,24h")
+        for part in parts:
+            if parse_duration(part) <= 0:
+                raise ValueError(f"window {part!r} must be positive")
+        return value
+
+    @model_validator(mode="after")
+    def _check_windows_fit_buckets(self) -> Settings:
+        bucket = self.bucket_seconds
+        if bucket < 1 or bucket != int(bucket):
+            raise ValueError("CXSTREAM_BUCKET_SIZE must be a whole number of seconds >= 1s")
+        for label, seconds in self.window_list:
+            if seconds % bucket:
+                raise ValueError(
+                    f"CXSTREAM_WINDOWS: window {label} is not a multiple of "
+                    f"CXSTREAM_BUCKET_SIZE ({self.bucket_size})"
+                )
+        return self
+
+    # --- derived values ---------------------------------------------------
+    @property
+    def window_list(self) -> list[tuple[str, int]]:
+        """Windows as (label, seconds), shortest first; the label is written as configured."""
+        seen: dict[int, str] = {}
+        for part in self.windows.split(","):
+            label = part.strip().replace(" ", "")
+            if label:
+                seconds = int(parse_duration(label))
+                seen.setdefault(seconds, label if not label.isdigit() else format_duration(seconds))
+        return sorted(((label, s) for s, label in seen.items()), key=lambda w: w[1])
+
+    @property
+    def bucket_seconds(self) -> int:
+        """Bucket size in whole seconds."""
+        return int(parse_duration(self.bucket_size))
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """Broker list as aiokafka wants it: ``host:port,host:port``."""
+        hosts = self.broker.split("://", 1)[-1]
+        return ",".join(h.strip() for h in hosts.replace(",", ";").split(";") if h.strip())
+
+    def seconds(self, name: str) -> float:
+        """Value of a duration setting in seconds."""
+        return parse_duration(getattr(self, name))
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment plus overrides, or raise SettingsError.
+
+    The message lists every bad setting by its environment-variable name.
+    """
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            field = ".".join(str(p) for p in error["loc"]) or "settings"
+            name = f"{ENV_PREFIX}{field.upper()}" if error["loc"] else "settings"
+            message = error["msg"].removeprefix("Value error, ")
+            lines.append(f"  {name}: {message} (got {error.get('input')!r})")
+        raise SettingsError("invalid configuration:\n" + "\n".join(lines)) from None

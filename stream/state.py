@@ -1,0 +1,138 @@
+"""Per-partition processing state: event-time buckets, contacts, dedup memory.
+
+One :class:`PartitionState` holds everything derived from one partition number
+of the (co-partitioned) input topics. It is plain Python dicts, so the hot path
+is dict operations only; :mod:`stream.commitlog` makes it durable by writing the
+keys a batch touched, plus a commit marker, to a Faust changelog.
+
+Buckets are keyed by their event-time start (epoch seconds) and hold one
+counter vector (:mod:`stream.kpi`) per dimension key ``"queue\\x1fchannel"``.
+A rolling window is a sum of buckets at read time (:mod:`stream.windows`); we
+expire buckets ourselves instead of using Faust's windowed tables, which close
+windows by wall clock and stop expiring after recovery (faust-streaming #385, #193).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from stream.kpi import N_COUNTERS, Counts
+
+DIM_SEPARATOR = "\x1f"
+UNKNOWN = "unknown"
+
+# Changelog key prefixes (see stream.commitlog).
+BUCKET_PREFIX = "b:"
+CONTACT_PREFIX = "c:"
+DEDUP_PREFIX = "d:"
+MARKER_KEY = "m"
+
+
+def dim_key(queue: str, channel: str) -> str:
+    """Dimension key of a counter vector: queue and channel joined by a unit separator."""
+    return f"{queue}{DIM_SEPARATOR}{channel}"
+
+
+def split_dim_key(key: str) -> list[str]:
+    """Inverse of :func:`dim_key`."""
+    return key.split(DIM_SEPARATOR)
+
+
+@dataclass(slots=True)
+class DedupBatch:
+    """The event ids first seen in one committed batch, kept to expire them together."""
+
+    key: str
+    newest_ms: int
+    ids: list[str]
+
+
+@dataclass
+class PartitionState:
+    """All state derived from one partition number of the input topics."""
+
+    partition: int
+    #: Last applied input offset per topic; events at or below it are already reflected.
+    offsets: dict[str, int] = field(default_factory=dict)
+    #: bucket start (epoch s) -> dimension key -> counter vector.
+    buckets: dict[int, dict[str, Counts]] = field(default_factory=dict)
+    #: contact_id -> compact contact record (see stream.processor).
+    contacts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: "<topic code><event_id>" -> input offset where it was first seen.
+    dedup: dict[str, int] = field(default_factory=dict)
+    dedup_batches: deque[DedupBatch] = field(default_factory=deque)
+    #: (event time ms, contact_id), oldest first: candidates for contact expiry.
+    contact_expiry: deque[tuple[int, str]] = field(default_factory=deque)
+    #: (wall ms when the grace ends, contact_id): joins waiting for contact_started.
+    pending_expiry: deque[tuple[int, str]] = field(default_factory=deque)
+    #: Newest event time applied, for event-clock windows.
+    watermark_ms: int = 0
+    #: Bumped per bucket-hour on change, so window readers can cache hourly sums.
+    hour_versions: dict[int, int] = field(default_factory=dict)
+
+    # -- what the current batch changed (drained by commitlog) --------------
+    generation: int = field(default_factory=lambda: secrets.randbits(48))
+    sequence: int = 0
+    dirty_buckets: set[int] = field(default_factory=set)
+    dirty_contacts: set[str] = field(default_factory=set)
+    new_dedup: list[str] = field(default_factory=list)
+    new_dedup_newest_ms: int = 0
+    deleted_keys: list[str] = field(default_factory=list)
+
+    def bucket_counts(self, bucket_start: int, dim: str) -> Counts:
+        """Counter vector for (bucket, dimension), created on first use and marked dirty."""
+        dims = self.buckets.get(bucket_start)
+        if dims is None:
+            dims = self.buckets[bucket_start] = {}
+        counts = dims.get(dim)
+        if counts is None:
+            counts = dims[dim] = [0] * N_COUNTERS
+        if bucket_start not in self.dirty_buckets:
+            self.dirty_buckets.add(bucket_start)
+            hour = bucket_start - bucket_start % 3600
+            self.hour_versions[hour] = self.hour_versions.get(hour, 0) + 1
+        return counts
+
+    def touch_contact(self, contact_id: str) -> None:
+        """Mark a contact record as changed in this batch."""
+        self.dirty_contacts.add(contact_id)
+
+    def drop_bucket(self, bucket_start: int) -> None:
+        """Expire a bucket (persisted as a tombstone)."""
+        self.buckets.pop(bucket_start, None)
+        self.dirty_buckets.discard(bucket_start)
+        hour = bucket_start - bucket_start % 3600
+        self.hour_versions[hour] = self.hour_versions.get(hour, 0) + 1
+        self.deleted_keys.append(f"{BUCKET_PREFIX}{bucket_start}")
+
+    def drop_contact(self, contact_id: str) -> None:
+        """Expire a contact record (persisted as a tombstone)."""
+        self.contacts.pop(contact_id, None)
+        self.dirty_contacts.discard(contact_id)
+        self.deleted_keys.append(f"{CONTACT_PREFIX}{contact_id}")
+
+    def remember_ids(self, ids: list[str], offsets: list[int], newest_ms: int) -> None:
+        """Record first-seen event ids of this batch (already checked as new)."""
+        dedup = self.dedup
+        for event_key, offset in zip(ids, offsets, strict=True):
+            dedup[event_key] = offset
+        self.new_dedup.extend(ids)
+        if newest_ms > self.new_dedup_newest_ms:
+            self.new_dedup_newest_ms = newest_ms
+
+    def expire_dedup(self, *, horizon_start_ms: int, max_ids: int) -> None:
+        """Forget whole dedup batches older than the horizon or beyond the size bound."""
+        batches = self.dedup_batches
+        dedup = self.dedup
+        while batches and (batches[0].newest_ms < horizon_start_ms or len(dedup) > max_ids):
+            batch = batches.popleft()
+            for event_key in batch.ids:
+                dedup.pop(event_key, None)
+            self.deleted_keys.append(batch.key)
+
+    def has_changes(self) -> bool:
+        """True when the batch changed anything that must be persisted."""
+        return bool(self.dirty_buckets or self.dirty_contacts or self.new_dedup or self.deleted_keys)

@@ -1,0 +1,75 @@
+"""Durations and event timestamps, parsed the one way the contract allows.
+
+Kept apart from validation so settings and events share a single parser for
+"15m"-style durations and for the two timestamp forms (ISO-8601 or epoch ms).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import UTC, datetime
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d|w)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str | int | float) -> float:
+    """Parse ``"15m"``, ``"24h"``, ``"7d"``, ``"500ms"`` or a number of seconds.
+
+    Raises ValueError with the accepted forms, so a bad setting names its fix.
+    """
+    if isinstance(text, bool):
+        raise ValueError(f"not a duration: {text!r}")
+    if isinstance(text, int | float):
+        if text < 0:
+            raise ValueError(f"duration must not be negative: {text!r}")
+        return float(text)
+    match = _DURATION.match(text)
+    if not match:
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 15m, 1h, 24h, 7d)") from None
+        if value < 0:
+            raise ValueError(f"duration must not be negative: {text!r}")
+        return value
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def format_duration(seconds: float) -> str:
+    """Render seconds as the shortest exact label, e.g. 900 -> ``"15m"``."""
+    whole = int(seconds)
+    if whole != seconds or whole == 0:
+        return f"{seconds:g}s"
+    for unit in ("w", "d", "h", "m"):
+        size = int(_UNIT_SECONDS[unit])
+        if whole % size == 0:
+            return f"{whole // size}{unit}"
+    return f"{whole}s"
+
+
+def parse_event_time_ms(value: object) -> int:
+    """Return epoch milliseconds for a contract timestamp.
+
+    Accepts an integer epoch-milliseconds value or an ISO-8601 string; a string
+    without an offset is taken as UTC. Raises ValueError otherwise.
+    """
+    if type(value) is int:
+        return value
+    if isinstance(value, str):
+        if len(value) > 64:
+            raise ValueError("timestamp string too long")
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"not an ISO-8601 timestamp: {value[:40]!r}") from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        return int(parsed.timestamp() * 1000)
+    raise ValueError(f"timestamp must be ISO-8601 text or integer epoch ms, got {type(value).__name__}")
+
+
+def now_ms() -> int:
+    """Wall-clock time in epoch milliseconds."""
+    return int(time.time() * 1000)
