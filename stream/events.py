@@ -143,7 +143,7 @@ class EventValidator:
             if required:
                 raise _Reject("missing_field:channel", "channel is required on contact_started")
             return None
-        if channel not in CHANNELS:
+        if type(channel) is not str or channel not in CHANNELS:  # a list or dict is unhashable
             raise _Reject("unknown_channel", f"channel must be one of {sorted(CHANNELS)}")
         return channel  # type: ignore[no-any-return]
 
@@ -155,7 +155,7 @@ class EventValidator:
             kind = obj.get("type")
             if kind is None:
                 raise _Reject("missing_field:type", "type is required")
-            if kind not in INTERACTION_TYPES:
+            if type(kind) is not str or kind not in INTERACTION_TYPES:
                 raise _Reject("unknown_type", f"type must be one of {sorted(INTERACTION_TYPES)}")
             started = kind == "contact_started"
             event = Interaction(
@@ -196,12 +196,14 @@ class EventValidator:
             metric = obj.get("metric")
             if metric is None:
                 raise _Reject("missing_field:metric", "metric is required")
-            if metric not in SURVEY_METRICS:
+            if type(metric) is not str or metric not in SURVEY_METRICS:
                 raise _Reject("unknown_metric", f"metric must be one of {sorted(SURVEY_METRICS)}")
             scale = None
             if metric == "ces":
-                scale = obj.get("scale", "agree_1_7")
-                if scale not in CES_SCALES:
+                scale = obj.get("scale")
+                if scale is None:  # absent or null, like every other optional field
+                    scale = "agree_1_7"
+                if type(scale) is not str or scale not in CES_SCALES:
                     raise _Reject("unknown_scale", f"scale must be one of {sorted(CES_SCALES)}")
             score = obj.get("score")
             if score is None:

@@ -65,9 +65,9 @@ COUNT_METRICS: Final = (
         contract=False,
     ),
     MetricSpec(
-        "cx_handle_seconds_sum",
+        "cx_handle_time_seconds",
         "count",
-        "Sum of handle_seconds of ended contacts that reported it.",
+        "Total handle time (sum of handle_seconds) of ended contacts in the window.",
         kpi.HANDLE_SECONDS_SUM,
         contract=False,
     ),

@@ -155,12 +155,14 @@ class Processor:
             else:
                 self._apply_survey(state, event, wall_ms)  # type: ignore[arg-type]
             outcomes[(topic, "accepted")] += 1
-        if new_ids:
-            state.remember_ids(new_ids, new_offsets, newest)
         if newest > state.watermark_ms:
             state.watermark_ms = newest
         if newest > self.watermark_ms:
             self.watermark_ms = newest
+        if new_ids:
+            # The dedup horizon runs from when the ids were seen, not from their event time:
+            # a retried event stamped hours ago (still inside a window) must stay a duplicate.
+            state.remember_ids(new_ids, new_offsets, max(newest, self.reference_now_ms(wall_ms)))
         return dead
 
     # -- interactions ------------------------------------------------------------

@@ -195,5 +195,10 @@ def load_settings(**overrides: object) -> Settings:
             field = ".".join(str(p) for p in error["loc"]) or "settings"
             name = f"{ENV_PREFIX}{field.upper()}" if error["loc"] else "settings"
             message = error["msg"].removeprefix("Value error, ")
-            lines.append(f"  {name}: {message} (got {error.get('input')!r})")
+            if not error["loc"]:
+                # A model-level check gets the whole input, secrets included: show no input.
+                lines.append(f"  {name}: {message}")
+                continue
+            shown = "'***'" if error["loc"][0] == "redis_url" else repr(error.get("input"))
+            lines.append(f"  {name}: {message} (got {shown})")
         raise SettingsError("invalid configuration:\n" + "\n".join(lines)) from None

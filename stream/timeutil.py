@@ -6,6 +6,7 @@ Kept apart from validation so settings and events share a single parser for
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from datetime import UTC, datetime
@@ -22,6 +23,8 @@ def parse_duration(text: str | int | float) -> float:
     if isinstance(text, bool):
         raise ValueError(f"not a duration: {text!r}")
     if isinstance(text, int | float):
+        if not math.isfinite(text):
+            raise ValueError(f"duration must be finite: {text!r}")
         if text < 0:
             raise ValueError(f"duration must not be negative: {text!r}")
         return float(text)
@@ -31,6 +34,8 @@ def parse_duration(text: str | int | float) -> float:
             value = float(text)
         except ValueError:
             raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 15m, 1h, 24h, 7d)") from None
+        if not math.isfinite(value):  # float() also accepts "nan" and "inf"
+            raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 15m, 1h, 24h, 7d)")
         if value < 0:
             raise ValueError(f"duration must not be negative: {text!r}")
         return value

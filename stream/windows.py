@@ -89,7 +89,12 @@ class WindowReader:
             if dims:
                 for dim, counts in dims.items():
                     _accumulate(sums, dim, counts)
-        self._hours[cache_key] = (version, sums)
+        # bucket_counts bumps the hour's version only when a bucket first turns dirty, so a
+        # bucket still dirty (batch not yet committed) may change again without a bump:
+        # never cache an hour holding one.
+        dirty = state.dirty_buckets
+        if not dirty or not any(hour <= b < hour + HOUR for b in dirty):
+            self._hours[cache_key] = (version, sums)
         return sums
 
     def _forget_old_hours(self, now_ms: int) -> None:

@@ -1,0 +1,166 @@
+"""The ``cxstream`` command line: worker, generate, demo and friends.
+
+Settings come from ``CXSTREAM_*`` environment variables (``docs/settings.md``);
+the few flags here override them for one run. Bad settings exit with status 2
+and a message naming the variable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from stream import __version__
+from stream.logs import setup_logging
+from stream.settings import Settings, SettingsError, load_settings
+
+log = logging.getLogger("cxstream")
+
+
+def _settings(args: argparse.Namespace, **extra: object) -> Settings:
+    overrides = {k: v for k, v in extra.items() if v is not None}
+    for name in ("broker", "web_port", "log_level"):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    return load_settings(**overrides)
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--broker", help="Kafka bootstrap, e.g. kafka://127.0.0.1:9092 (CXSTREAM_BROKER)")
+    parser.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], help="(CXSTREAM_LOG_LEVEL)"
+    )
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Run the stream worker."""
+    from stream.worker import run_worker
+
+    settings = _settings(args)
+    run_worker(settings)
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    """Produce synthetic contact-center traffic, or write it to a JSONL file."""
+    from stream import generator
+
+    settings = _settings(args)
+    profile = generator.TrafficProfile.demo() if args.demo_profile else None
+    if args.out:
+        count = args.count or 10_000
+        written = generator.write_jsonl(
+            args.out,
+            count,
+            profile,
+            seed=args.seed,
+            duplicate_ratio=args.duplicates,
+            bad_ratio=args.bad,
+            interactions_topic=settings.topic_interactions,
+            surveys_topic=settings.topic_surveys,
+        )
+        print(f"wrote {written} events to {args.out}")
+        return 0
+
+    def progress(stats: generator.GeneratorStats) -> None:
+        log.info(
+            "sent %d events (%.0f/s), %d send errors",
+            sum(stats.by_topic.values()),
+            stats.events_per_second,
+            stats.send_errors,
+        )
+
+    stats = asyncio.run(
+        generator.produce(
+            settings.bootstrap_servers,
+            interactions_topic=settings.topic_interactions,
+            surveys_topic=settings.topic_surveys,
+            rate=args.rate,
+            duration=args.duration,
+            count=args.count,
+            profile=profile,
+            seed=args.seed,
+            duplicate_ratio=args.duplicates,
+            bad_ratio=args.bad,
+            progress=progress,
+            progress_interval=5.0,
+        )
+    )
+    print(f"done: {dict(stats.by_topic)} in {stats.elapsed_s:.1f}s")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Start broker, Redis, worker and generator locally and show live KPIs."""
+    from stream.demo import run_demo
+
+    return run_demo(rate=args.rate, web_port=args.web_port, duration=args.duration)
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """Print the effective settings (secrets masked) after validation."""
+    settings = _settings(args)
+    for name, value in settings.model_dump().items():
+        print(f"CXSTREAM_{name.upper()}={value}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for docs and tests)."""
+    parser = argparse.ArgumentParser(
+        prog="cxstream",
+        description="Real-time contact-center CX KPIs (CSAT, NPS, CES, repeat contacts, "
+        "transfers) from Kafka to Prometheus and Redis. Settings: CXSTREAM_* env vars.",
+    )
+    parser.add_argument("--version", action="version", version=f"cxstream {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    worker = sub.add_parser("worker", help="run the stream worker (Faust) with /metrics")
+    _add_common(worker)
+    worker.add_argument("--web-port", type=int, help="port for /metrics (CXSTREAM_WEB_PORT)")
+    worker.set_defaults(func=cmd_worker)
+
+    gen = sub.add_parser("generate", help="produce synthetic contact-center traffic")
+    _add_common(gen)
+    gen.add_argument("--rate", type=float, default=200.0, help="events per second (default 200)")
+    gen.add_argument("--duration", type=float, help="seconds to run (default: until Ctrl-C)")
+    gen.add_argument("--count", type=int, help="number of events to send (or write with --out)")
+    gen.add_argument("--seed", type=int, help="random seed for reproducible traffic")
+    gen.add_argument("--duplicates", type=float, default=0.0, help="share of duplicate events (0..1)")
+    gen.add_argument("--bad", type=float, default=0.0, help="share of malformed messages (0..1)")
+    gen.add_argument("--demo-profile", action="store_true", help="short handle times: KPIs in a minute")
+    gen.add_argument("--out", help="write simulated-time events to this JSONL file instead")
+    gen.set_defaults(func=cmd_generate)
+
+    demo = sub.add_parser("demo", help="everything local: broker, Redis, worker, generator, live KPI summary")
+    demo.add_argument("--rate", type=float, default=100.0, help="generator events/s (default 100)")
+    demo.add_argument("--web-port", type=int, default=6066, help="worker /metrics port (default 6066)")
+    demo.add_argument("--duration", type=float, help="stop after this many seconds")
+    demo.set_defaults(func=cmd_demo)
+
+    config = sub.add_parser("config", help="validate and print the effective settings")
+    _add_common(config)
+    config.set_defaults(func=cmd_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``cxstream`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(getattr(args, "log_level", None) or "info")
+    try:
+        return int(args.func(args) or 0)
+    except SettingsError as exc:
+        print(f"cxstream: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
