@@ -50,6 +50,9 @@ class StateLogTable(faust.Table):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # Records are pre-encoded bytes; Faust must not JSON-decode them on recovery.
+        self.key_serializer = "raw"
+        self.value_serializer = "raw"
         #: Active partition -> state. Only partitions this worker owns are present.
         self.states: dict[int, PartitionState] = {}
         self._recovering: dict[int, PartitionState] = {}
@@ -116,7 +119,11 @@ class StateLogTable(faust.Table):
             raw = message.value
             if raw is None:
                 continue  # a compaction tombstone: nothing to apply
-            value = orjson.loads(raw)
+            try:
+                value = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                log.error("partition %d: unreadable changelog record %r=%r", partition, key, raw[:80])
+                continue
             if key == MARKER_KEY:
                 self._apply_committed(partition, value)
             else:

@@ -40,7 +40,20 @@ def fetch_metrics(url: str, timeout: float = 2.0) -> dict[str, list[tuple[dict[s
 
 def render_summary(metrics: dict[str, list[tuple[dict[str, str], float]]], window: str = "15m") -> str:
     """A per-queue table of the main KPIs over ``window``, summing counts across channels."""
-    names = ["cx_contacts", "cx_contacts_ended", "cx_transferred_contacts", "cx_repeat_contacts", "cx_csat_responses", "cx_csat_satisfied", "cx_nps_responses", "cx_nps_promoters", "cx_nps_detractors", "cx_ces_responses", "cx_ces_easy", "cx_ces_high_effort"]
+    names = [
+        "cx_contacts",
+        "cx_contacts_ended",
+        "cx_transferred_contacts",
+        "cx_repeat_contacts",
+        "cx_csat_responses",
+        "cx_csat_satisfied",
+        "cx_nps_responses",
+        "cx_nps_promoters",
+        "cx_nps_detractors",
+        "cx_ces_responses",
+        "cx_ces_easy",
+        "cx_ces_high_effort",
+    ]
     per_queue: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for name in names:
         for labels, value in metrics.get(name, []):

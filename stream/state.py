@@ -90,6 +90,8 @@ class PartitionState:
         counts = dims.get(dim)
         if counts is None:
             counts = dims[dim] = [0] * N_COUNTERS
+        elif len(counts) < N_COUNTERS:  # recovered from an older, shorter counter layout
+            counts.extend([0] * (N_COUNTERS - len(counts)))
         if bucket_start not in self.dirty_buckets:
             self.dirty_buckets.add(bucket_start)
             hour = bucket_start - bucket_start % 3600

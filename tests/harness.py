@@ -129,7 +129,7 @@ class WorkerProcess:
 
 
 def _get(url: str, timeout: float = 5.0) -> bytes:
-    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
+    with urllib.request.urlopen(url, timeout=timeout) as response:
         return response.read()
 
 

@@ -34,9 +34,7 @@ def topics(request: pytest.FixtureRequest) -> Topics:
 
 
 @pytest.fixture
-def start_worker(
-    broker: TansuBroker, redis_server: RedisServer, topics: Topics, tmp_path: Path
-) -> Iterator:
+def start_worker(broker: TansuBroker, redis_server: RedisServer, topics: Topics, tmp_path: Path) -> Iterator:
     """Factory: start a worker subprocess for this test's topics; all are stopped at the end."""
     workers: list[WorkerProcess] = []
 

@@ -169,9 +169,7 @@ def test_missing_wheel_gives_install_hint(monkeypatch: pytest.MonkeyPatch) -> No
 # ----------------------------------------------------------------------------- tansu
 
 
-async def test_tansu_create_topic_produce_consume(
-    tansu: TansuBroker, admin: AIOKafkaAdminClient
-) -> None:
+async def test_tansu_create_topic_produce_consume(tansu: TansuBroker, admin: AIOKafkaAdminClient) -> None:
     assert tansu.url == f"kafka://127.0.0.1:{tansu.port}"
     assert tansu.bootstrap == f"127.0.0.1:{tansu.port}"
     response = await admin.create_topics([NewTopic("cx.events", 3, 1)])
@@ -186,9 +184,7 @@ async def test_tansu_create_topic_produce_consume(
     assert await consume(tansu.bootstrap, "cx.events", 2, partition=2) == [b"one", b"two"]
 
 
-async def test_tansu_auto_creates_topics_on_metadata(
-    tansu: TansuBroker, admin: AIOKafkaAdminClient
-) -> None:
+async def test_tansu_auto_creates_topics_on_metadata(tansu: TansuBroker, admin: AIOKafkaAdminClient) -> None:
     await produce(tansu.bootstrap, "never.created", [b"x"])
     (described,) = await admin.describe_topics(["never.created"])
     assert len(described["partitions"]) == 4
@@ -314,9 +310,7 @@ def test_kill_leaves_no_process(cls: type[TansuBroker | RedisServer], tmp_path: 
 
 
 @pytest.mark.parametrize("cls", [TansuBroker, RedisServer])
-def test_stop_is_graceful_even_when_paused(
-    cls: type[TansuBroker | RedisServer], tmp_path: Path
-) -> None:
+def test_stop_is_graceful_even_when_paused(cls: type[TansuBroker | RedisServer], tmp_path: Path) -> None:
     with cls(log_dir=tmp_path) as server:
         pid = server.pid
         assert pid is not None

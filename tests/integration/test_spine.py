@@ -25,24 +25,35 @@ from tests.harness import Topics, by_labels, produce_records, wait_until
 pytestmark = pytest.mark.integration
 
 WINDOWS = {"15m": 900, "1h": 3600, "24h": 86400}
-COUNT_NAMES = (
-    "cx_contacts cx_contacts_ended cx_transferred_contacts cx_csat_responses cx_csat_satisfied "
-    "cx_nps_responses cx_nps_promoters cx_nps_passives cx_nps_detractors cx_ces_responses "
-    "cx_ces_easy cx_ces_high_effort"
-).split()
-RATIO_NAMES = (
-    "cx_csat_ratio cx_csat_average cx_nps_score cx_ces_easy_ratio cx_ces_high_effort_ratio "
-    "cx_transfer_ratio"
-).split()
+COUNT_NAMES = [
+    "cx_contacts",
+    "cx_contacts_ended",
+    "cx_transferred_contacts",
+    "cx_csat_responses",
+    "cx_csat_satisfied",
+    "cx_nps_responses",
+    "cx_nps_promoters",
+    "cx_nps_passives",
+    "cx_nps_detractors",
+    "cx_ces_responses",
+    "cx_ces_easy",
+    "cx_ces_high_effort",
+]
+RATIO_NAMES = [
+    "cx_csat_ratio",
+    "cx_csat_average",
+    "cx_nps_score",
+    "cx_ces_easy_ratio",
+    "cx_ces_high_effort_ratio",
+    "cx_transfer_ratio",
+]
 
 
 def simulated_traffic(
     n: int, start_ms: int, profile: TrafficProfile | None = None
 ) -> tuple[list[tuple[str, str, Any]], int]:
     """(kind, key, value) records with 3% duplicates and 2% malformed; and the bad count."""
-    sim = TrafficSimulator(
-        profile, seed=7, start_ms=start_ms, duplicate_ratio=0.03, bad_ratio=0.02
-    )
+    sim = TrafficSimulator(profile, seed=7, start_ms=start_ms, duplicate_ratio=0.03, bad_ratio=0.02)
     records = [(e.topic_kind, e.key, e.value) for e in sim.events(n)]
     bad = sum(isinstance(v, bytes) for _, _, v in records)
     return records, bad
@@ -149,10 +160,7 @@ def test_metrics_exposition_passes_promtool(broker, topics: Topics, start_worker
     asyncio.run(
         produce_records(
             broker.bootstrap,
-            [
-                (topic_of[k], key, v if isinstance(v, bytes) else orjson.dumps(v))
-                for k, key, v in records
-            ],
+            [(topic_of[k], key, v if isinstance(v, bytes) else orjson.dumps(v)) for k, key, v in records],
         )
     )
     wait_until(lambda: "cx_csat_ratio{" in worker.metrics_text(), timeout=60)
