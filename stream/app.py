@@ -173,4 +173,8 @@ def create_app(settings: Settings) -> CxStream:
     async def healthz(web: Any, request: Any) -> Any:
         return web.json({"status": "ok", "partitions": sorted(table.states)})
 
-    return CxStream(settings, app, table, processor, reader, registry)
+    cx = CxStream(settings, app, table, processor, reader, registry)
+    from stream import alerting
+
+    alerting.install(cx)
+    return cx

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -141,6 +142,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--web-port", type=int, default=6066, help="worker /metrics port (default 6066)")
     demo.add_argument("--duration", type=float, help="stop after this many seconds")
     demo.set_defaults(func=cmd_demo)
+
+    for name, module, help_text in (
+        ("replay", "stream.replay", "feed a recorded JSONL file through the pipeline (event time)"),
+        ("alerts", "stream.alerting.cli", "list active alerts; ack an alert; snooze a rule"),
+        ("wallboard", "stream.wallboard.server", "serve the live wallboard page"),
+    ):
+        command = importlib.import_module(module)
+        parser_ = sub.add_parser(name, help=help_text, description=command.__doc__)
+        command.add_arguments(parser_)
+        parser_.set_defaults(func=command.run)
 
     config = sub.add_parser("config", help="validate and print the effective settings")
     _add_common(config)

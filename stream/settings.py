@@ -86,6 +86,55 @@ class Settings(BaseSettings):
     )
     tick_interval: str = Field("5s", description="How often idle partitions expire state.")
 
+    # --- high-effort signals (repeat contacts, channel switches) -----------
+    repeat_horizon: str = Field(
+        "7d", description="A contact_started within this time of the customer's previous one is a repeat."
+    )
+    label_team: bool = Field(False, description="Add a `team` label to KPI series (more series).")
+    label_agent: bool = Field(
+        False, description="Add an `agent` label to KPI series (many series: mind Prometheus cardinality)."
+    )
+    max_label_values: int = Field(
+        500,
+        ge=1,
+        description="Distinct values per label (queue, team, agent) before new ones are exported as 'other'.",
+    )
+
+    # --- alerts, Redis snapshots -----------------------------------------
+    worker_id: str = Field("", description="Name of this worker in Redis snapshots; default host:port.")
+    redis_prefix: str = Field("cx", description="Prefix of every Redis key cxstream writes.")
+    alert_rules: Path | None = Field(
+        None, description="YAML alert rules file; default: the rules shipped in stream/defaults/."
+    )
+    alert_interval: str = Field("5s", description="How often alert rules are evaluated.")
+    snapshot_interval: str = Field("2s", description="How often KPI snapshots are written to Redis.")
+    min_samples: int = Field(
+        20, ge=1, description="Below this many responses a ratio is flagged low-confidence."
+    )
+    redis_buffer_max: int = Field(
+        10_000, ge=10, description="Alert transitions kept while Redis is unreachable."
+    )
+
+    # --- wallboard ------------------------------------------------------
+    wallboard_host: str = Field("0.0.0.0", description="Interface the wallboard binds to.")
+    wallboard_port: int = Field(8080, ge=1, le=65535, description="Port of the wallboard page.")
+    wallboard_token: SecretStr | None = Field(
+        None, description="If set, the wallboard requires ?token=... or an Authorization: Bearer header."
+    )
+
+    # --- security -------------------------------------------------------
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka security protocol."
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "PLAIN", description="SASL mechanism when the protocol is SASL_*."
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL user name.")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password (never logged).")
+    kafka_ssl_cafile: Path | None = Field(None, description="CA bundle for Kafka TLS.")
+    kafka_ssl_certfile: Path | None = Field(None, description="Client certificate for Kafka mTLS.")
+    kafka_ssl_keyfile: Path | None = Field(None, description="Client key for Kafka mTLS.")
+
     # --- logging ----------------------------------------------------------
     log_level: Literal["debug", "info", "warning", "error"] = Field("info")
 
@@ -123,6 +172,9 @@ class Settings(BaseSettings):
         "batch_within",
         "session_timeout",
         "tick_interval",
+        "repeat_horizon",
+        "alert_interval",
+        "snapshot_interval",
     )
     @classmethod
     def _check_duration(cls, value: str) -> str:
@@ -176,6 +228,13 @@ class Settings(BaseSettings):
         """Broker list as aiokafka wants it: ``host:port,host:port``."""
         hosts = self.broker.split("://", 1)[-1]
         return ",".join(h.strip() for h in hosts.replace(",", ";").split(";") if h.strip())
+
+    @property
+    def effective_worker_id(self) -> str:
+        """``CXSTREAM_WORKER_ID``, or ``hostname:web_port`` so two local workers differ."""
+        import socket
+
+        return self.worker_id or f"{socket.gethostname()}:{self.web_port}"
 
     def seconds(self, name: str) -> float:
         """Value of a duration setting in seconds."""

@@ -1,0 +1,1 @@
+"""The live wallboard web page (``cxstream wallboard``)."""
