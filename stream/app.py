@@ -6,6 +6,7 @@ so tests and benchmarks can run several differently configured apps.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
@@ -17,7 +18,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from stream.commitlog import StateLogTable
 from stream.exporter import KpiCollector, build_registry
-from stream.processor import DeadLetter, InputMessage, Processor, rebuild_expiry_queues
+from stream.processor import (
+    DeadLetter,
+    InputMessage,
+    Processor,
+    customer_topic_name,
+    rebuild_expiry_queues,
+)
 from stream.settings import Settings
 from stream.state import PartitionState
 from stream.timeutil import now_ms
@@ -80,12 +87,22 @@ def create_app(settings: Settings) -> CxStream:
     # Faust hard-codes a 100-message producer buffer; each batch writes more than that.
     app.producer.buffer.max_messages = settings.producer_buffer_max
 
+    customer_topic_name_ = customer_topic_name(settings)
     inputs = app.topic(
         settings.topic_interactions,
         settings.topic_surveys,
+        customer_topic_name_,
         partitions=settings.partitions,
         key_serializer="raw",
         value_serializer="raw",
+    )
+    # Contact starts re-keyed by customer_id, so one worker sees all of a customer's contacts.
+    customer_topic = app.topic(
+        customer_topic_name_,
+        partitions=settings.partitions,
+        key_serializer="raw",
+        value_serializer="raw",
+        internal=True,
     )
     deadletter = app.topic(
         settings.topic_deadletter,
@@ -104,6 +121,7 @@ def create_app(settings: Settings) -> CxStream:
     table.owned_topics = {
         settings.topic_interactions,
         settings.topic_surveys,
+        customer_topic_name_,
         table.changelog_topic_name,
     }
 
@@ -115,12 +133,12 @@ def create_app(settings: Settings) -> CxStream:
         lambda: table.states.values(),
         processor,
         reader,
-        topics=(settings.topic_interactions, settings.topic_surveys),
+        topics=(settings.topic_interactions, settings.topic_surveys, customer_topic_name_),
     )
     registry = build_registry(collector)
 
-    def send_dead_letters(dead: list[DeadLetter]) -> None:
-        for item in dead:
+    def send_dead_letters(dead: list[DeadLetter]) -> list[Any]:
+        return [
             deadletter.send_soon(
                 key=item.key,
                 value=item.value if item.value is not None else b"",
@@ -132,9 +150,20 @@ def create_app(settings: Settings) -> CxStream:
                     ("cx-source-offset", str(item.offset).encode()),
                 ],
             )
+            for item in dead
+        ]
 
-    def handle_batch(events: list[EventT]) -> None:
-        """Apply one batch: group by partition, process, persist atomically, dead-letter."""
+    # Batches and timer ticks both mutate partition state and then commit it; the lock
+    # keeps a tick from committing a batch's changes while that batch awaits its outputs.
+    state_lock = asyncio.Lock()
+
+    async def handle_batch(events: list[EventT]) -> None:
+        """Apply one batch: group by partition, process, emit outputs, persist atomically.
+
+        Dead letters and customer re-keyed records must be durable before the commit
+        marker says their input is done, or a crash in between would lose them: so they
+        are awaited (once per batch, not per event) before the batch is committed.
+        """
         by_partition: dict[int, list[InputMessage]] = defaultdict(list)
         for event in events:
             message = event.message
@@ -142,28 +171,41 @@ def create_app(settings: Settings) -> CxStream:
                 InputMessage(message.topic, message.offset, message.key, message.value)
             )
         wall = now_ms()
-        for partition, messages in by_partition.items():
-            state = table.state_for(partition)
-            dead = processor.process_batch(state, messages, wall)
-            if state.has_changes() or dead:
+        async with state_lock:
+            touched: list[PartitionState] = []
+            outputs: list[Any] = []
+            for partition, messages in by_partition.items():
+                state = table.state_for(partition)
+                dead = processor.process_batch(state, messages, wall)
+                if dead:
+                    outputs.extend(send_dead_letters(dead))
+                if state.customer_forwards:
+                    outputs.extend(
+                        customer_topic.send_soon(key=customer.encode(), value=record)
+                        for customer, record in state.customer_forwards
+                    )
+                    state.customer_forwards = []
+                touched.append(state)
+            if outputs:
+                await asyncio.gather(*outputs)
+            for state in touched:
                 table.commit_batch(state)
-            if dead:
-                send_dead_letters(dead)
 
     @app.agent(inputs, name="cx-process")
     async def process(stream: faust.StreamT) -> None:
         async for events in stream.take_events(  # type: ignore[attr-defined]
             settings.batch_max, within=settings.seconds("batch_within")
         ):
-            handle_batch(list(events))
+            await handle_batch(list(events))
 
     @app.timer(interval=settings.seconds("tick_interval"))
     async def tick() -> None:
         wall = now_ms()
-        for state in list(table.states.values()):
-            processor.tick(state, wall)
-            if state.has_changes():
-                table.commit_batch(state)
+        async with state_lock:
+            for state in list(table.states.values()):
+                processor.tick(state, wall)
+                if state.has_changes():
+                    table.commit_batch(state)
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:

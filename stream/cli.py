@@ -12,6 +12,7 @@ import asyncio
 import importlib
 import logging
 import sys
+import time
 from collections.abc import Sequence
 
 from stream import __version__
@@ -54,11 +55,17 @@ def cmd_generate(args: argparse.Namespace) -> int:
     profile = generator.TrafficProfile.demo() if args.demo_profile else None
     if args.out:
         count = args.count or 10_000
+        # Simulated time runs at the profile's contact rate; start far enough back that
+        # the recording ends about now (events in the future would be rejected).
+        chosen = profile or generator.TrafficProfile()
+        per_second = chosen.contacts_per_second * chosen.expected_rates().get("events_per_contact", 2.8)
+        start_ms = int((time.time() - 1.25 * count / per_second) * 1000)
         written = generator.write_jsonl(
             args.out,
             count,
             profile,
             seed=args.seed,
+            start_ms=start_ms,
             duplicate_ratio=args.duplicates,
             bad_ratio=args.bad,
             interactions_topic=settings.topic_interactions,

@@ -32,6 +32,7 @@ from faust.types import TP, EventT
 from stream.state import (
     BUCKET_PREFIX,
     CONTACT_PREFIX,
+    CUSTOMER_PREFIX,
     DEDUP_PREFIX,
     MARKER_KEY,
     DedupBatch,
@@ -93,6 +94,10 @@ class StateLogTable(faust.Table):
             record = state.contacts.get(contact_id)
             if record is not None:
                 put(f"{CONTACT_PREFIX}{contact_id}", record)
+        for customer_id in state.dirty_customers:
+            history = state.customers.get(customer_id)
+            if history is not None:
+                put(f"{CUSTOMER_PREFIX}{customer_id}", history)
         if state.new_dedup:
             key = f"{DEDUP_PREFIX}{tag[0]}:{tag[1]}"
             dedup = state.dedup
@@ -103,6 +108,7 @@ class StateLogTable(faust.Table):
         state.deleted_keys = []
         state.dirty_buckets = set()
         state.dirty_contacts = set()
+        state.dirty_customers = set()
         state.new_dedup = []
         state.new_dedup_newest_ms = 0
         return written
@@ -159,6 +165,12 @@ class StateLogTable(faust.Table):
                 state.contacts.pop(contact_id, None)
             else:
                 state.contacts[contact_id] = payload
+        elif key.startswith(CUSTOMER_PREFIX):
+            customer_id = key[len(CUSTOMER_PREFIX) :]
+            if payload is None:
+                state.customers.pop(customer_id, None)
+            else:
+                state.customers[customer_id] = payload
         elif key.startswith(DEDUP_PREFIX):
             if payload is None:
                 batch = dedup_index.pop(key, None)

@@ -8,6 +8,7 @@ travels to the dead-letter topic in a header; nothing here raises to the caller.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Final
 
@@ -27,6 +28,7 @@ SCORE_RANGES: Final = {
 }
 MAX_MESSAGE_BYTES: Final = 64 * 1024
 MAX_ID_LENGTH: Final = 256
+_CONTROL_CHARACTERS: Final = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(slots=True)
@@ -121,6 +123,9 @@ class EventValidator:
         limit = self.max_label_length if label else MAX_ID_LENGTH
         if not value or len(value) > limit:
             raise _Reject(f"invalid_length:{field}", f"{field} must be 1..{limit} characters")
+        if label and _CONTROL_CHARACTERS.search(value):
+            # Labels become Prometheus label values and internal dimension keys.
+            raise _Reject(f"invalid_characters:{field}", f"{field} must not contain control characters")
         return value
 
     def _timestamp(self, obj: dict, now_ms: int) -> int:

@@ -13,17 +13,18 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from stream.kpi import derived_kpis, survey_response_ratios, zero_counts
+from stream.kpi import CHANNEL_SWITCHES, derived_kpis, survey_response_ratios, zero_counts
 from stream.metrics_catalog import (
     COUNT_METRICS,
     EVENTS_TOTAL,
     OUTCOMES,
     RATIO_METRICS,
     RESPONSE_RATIO,
-    WINDOW_LABELS,
+    SWITCH_TRANSITIONS,
+    TRANSITION_LABELS,
 )
 from stream.processor import Processor
-from stream.state import PartitionState, split_dim_key
+from stream.state import TRANSITION_MARK, PartitionState, split_dim_key
 from stream.timeutil import now_ms
 from stream.windows import WindowReader
 
@@ -50,19 +51,27 @@ class KpiCollector(Collector):
         states = list(self._states())
         now = self._processor.reference_now_ms(self._clock())
         totals = self._reader.read(states, now)
-        dims = sorted(self._reader.dimensions(totals))
+        all_dims = self._reader.dimensions(totals)
+        dims = sorted(d for d in all_dims if not d.startswith(TRANSITION_MARK))
+        transitions = sorted(d for d in all_dims if d.startswith(TRANSITION_MARK))
+        label_names = ("window", *self._processor.label_names())
 
-        counts_f = {s.name: GaugeMetricFamily(s.name, s.help, labels=WINDOW_LABELS) for s in COUNT_METRICS}
-        ratio_f = {s.name: GaugeMetricFamily(s.name, s.help, labels=WINDOW_LABELS) for s in RATIO_METRICS}
+        counts_f = {s.name: GaugeMetricFamily(s.name, s.help, labels=label_names) for s in COUNT_METRICS}
+        ratio_f = {s.name: GaugeMetricFamily(s.name, s.help, labels=label_names) for s in RATIO_METRICS}
         response_f = GaugeMetricFamily(
-            RESPONSE_RATIO.name, RESPONSE_RATIO.help, labels=(*WINDOW_LABELS, "metric")
+            RESPONSE_RATIO.name, RESPONSE_RATIO.help, labels=(*label_names, "metric")
+        )
+        transitions_f = GaugeMetricFamily(
+            SWITCH_TRANSITIONS.name, SWITCH_TRANSITIONS.help, labels=TRANSITION_LABELS
         )
         empty = zero_counts()
         for window, per_dim in totals.items():
+            for dim in transitions:
+                counts = per_dim.get(dim, empty)
+                transitions_f.add_metric([window, *split_dim_key(dim[1:])], counts[CHANNEL_SWITCHES])
             for dim in dims:
                 counts = per_dim.get(dim, empty)
-                queue, channel = split_dim_key(dim)[:2]
-                labels = [window, queue, channel]
+                labels = [window, *split_dim_key(dim)]
                 for spec in COUNT_METRICS:
                     counts_f[spec.name].add_metric(labels, counts[spec.source])  # type: ignore[index]
                 derived = derived_kpis(counts)
@@ -76,6 +85,7 @@ class KpiCollector(Collector):
         yield from counts_f.values()
         yield from ratio_f.values()
         yield response_f
+        yield transitions_f
 
         events = CounterMetricFamily(
             EVENTS_TOTAL.name.removesuffix("_total"), EVENTS_TOTAL.help, labels=("topic", "outcome")

@@ -139,6 +139,13 @@ RESPONSE_RATIO = MetricSpec(
     "ratio",
     "Survey responses / contacts ended, per survey metric.",
 )
+SWITCH_TRANSITIONS = MetricSpec(
+    "cx_channel_switch_transitions",
+    "count",
+    "Channel switches by previous channel -> new channel (labels window, from_channel, to_channel).",
+    contract=False,
+)
+TRANSITION_LABELS: Final = ("window", "from_channel", "to_channel")
 EVENTS_TOTAL = MetricSpec(
     "cx_events_total",
     "counter",
@@ -163,6 +170,7 @@ ALL_METRICS: Final = (
     *COUNT_METRICS,
     *RATIO_METRICS,
     RESPONSE_RATIO,
+    SWITCH_TRANSITIONS,
     EVENTS_TOTAL,
     *OPERATIONAL_METRICS,
 )

@@ -28,13 +28,20 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from stream import kpi
 from stream.events import EventValidator, Interaction, Rejection, Survey
 from stream.settings import Settings
-from stream.state import UNKNOWN, PartitionState, dim_key
+from stream.state import DIM_SEPARATOR, TRANSITION_MARK, UNKNOWN, PartitionState, dim_key
 
 INTERACTIONS = "i"
 SURVEYS = "s"
+#: Contact starts re-keyed by customer_id (the repartition topic), see _apply_customer_contact.
+CUSTOMER_CONTACTS = "r"
+OTHER = "other"
+REPEAT, SWITCH, SAME_REASON = 1, 2, 4
+MAX_CONTACTS_PER_CUSTOMER = 16
 
 
 @dataclass(slots=True)
@@ -76,7 +83,14 @@ class Processor:
         self.topic_kind = {
             settings.topic_interactions: INTERACTIONS,
             settings.topic_surveys: SURVEYS,
+            customer_topic_name(settings): CUSTOMER_CONTACTS,
         }
+        self.repeat_horizon_ms = int(settings.seconds("repeat_horizon") * 1000)
+        self.label_team = settings.label_team
+        self.label_agent = settings.label_agent
+        self.max_label_values = settings.max_label_values
+        #: label -> values seen, to cap Prometheus cardinality (beyond the cap: "other").
+        self._label_values: dict[str, set[str]] = {"queue": set(), "team": set(), "agent": set()}
         self.bucket_s = settings.bucket_seconds
         self.bucket_ms = self.bucket_s * 1000
         longest_window_s = max(seconds for _, seconds in settings.window_list)
@@ -90,6 +104,8 @@ class Processor:
         self.outcomes: Counter[tuple[str, str]] = Counter()
         #: Newest event time over all partitions (event-clock mode).
         self.watermark_ms = 0
+        #: Event time before which nothing is counted (set per batch).
+        self._late_before = 0
 
     # -- clock -----------------------------------------------------------------
     def reference_now_ms(self, wall_ms: int) -> int:
@@ -107,6 +123,7 @@ class Processor:
         dedup = state.dedup
         validator = self.validator
         late_before = self.reference_now_ms(wall_ms) - self.retention_ms
+        self._late_before = late_before
         new_ids: list[str] = []
         new_offsets: list[int] = []
         newest = 0
@@ -117,6 +134,9 @@ class Processor:
                 continue  # already reflected in recovered state: redelivery after a crash
             offsets[topic] = offset
             kind = self.topic_kind[topic]
+            if kind == CUSTOMER_CONTACTS:
+                self._apply_customer_message(state, message)
+                continue
             event: Interaction | Survey | Rejection = (
                 validator.interaction(message.value, wall_ms)
                 if kind == INTERACTIONS
@@ -144,6 +164,10 @@ class Processor:
             ts = event.ts_ms  # type: ignore[union-attr]
             if ts < late_before:
                 outcomes[(topic, "late")] += 1
+                if kind == INTERACTIONS and event.type == "contact_started":  # type: ignore[union-attr]
+                    # Too old for any window, but still the customer's previous contact
+                    # when deciding whether a newer contact is a repeat.
+                    self._forward_start(state, event)  # type: ignore[arg-type]
                 continue
             dedup[event_key] = offset
             new_ids.append(event_key)
@@ -176,8 +200,42 @@ class Processor:
         state.touch_contact(contact_id)
         return record
 
-    def _bucket(self, state: PartitionState, ts: int, queue: str, channel: str) -> kpi.Counts:
-        return state.bucket_counts(ts // self.bucket_ms * self.bucket_s, dim_key(queue, channel))
+    # -- labels ---------------------------------------------------------------------
+    def _capped(self, label: str, value: str) -> str:
+        """The value, or 'other' once the label already has max_label_values values."""
+        seen = self._label_values[label]
+        if value in seen:
+            return value
+        if len(seen) >= self.max_label_values:
+            return OTHER
+        seen.add(value)
+        return value
+
+    def dim(self, queue: str, channel: str, team: str | None = None, agent: str | None = None) -> str:
+        """Dimension key for the configured label set (queue, channel[, team][, agent])."""
+        parts = [self._capped("queue", queue), channel]
+        if self.label_team:
+            parts.append(self._capped("team", team) if team else UNKNOWN)
+        if self.label_agent:
+            parts.append(self._capped("agent", agent) if agent else UNKNOWN)
+        return dim_key(*parts)
+
+    def label_names(self) -> tuple[str, ...]:
+        """Label names of a dimension key, in order."""
+        names = ["queue", "channel"]
+        if self.label_team:
+            names.append("team")
+        if self.label_agent:
+            names.append("agent")
+        return tuple(names)
+
+    def _bucket(self, state: PartitionState, ts: int, dim: str) -> kpi.Counts:
+        return state.bucket_counts(ts // self.bucket_ms * self.bucket_s, dim)
+
+    def _contact_dim(self, record: dict[str, Any]) -> str:
+        return self.dim(
+            record.get("q") or UNKNOWN, record.get("ch") or UNKNOWN, record.get("tm"), record.get("ag")
+        )
 
     def _apply_interaction(self, state: PartitionState, event: Interaction, wall_ms: int) -> None:
         record = self._contact(state, event.contact_id, event.ts_ms)
@@ -192,7 +250,8 @@ class Processor:
             for name, value in (("ag", event.agent_id), ("tm", event.team), ("rs", event.reason)):
                 if value is not None:
                     record[name] = value
-            self._bucket(state, event.ts_ms, event.queue, event.channel)[kpi.CONTACTS] += 1  # type: ignore[arg-type]
+            self._bucket(state, event.ts_ms, self._contact_dim(record))[kpi.CONTACTS] += 1
+            self._forward_start(state, event)
             pending = record.pop("pd", None)
             if pending:
                 for item in pending:
@@ -210,6 +269,24 @@ class Processor:
                 self._apply_pending(state, record, item)
             else:
                 self._defer(state, event.contact_id, record, item, wall_ms)
+
+    @staticmethod
+    def _forward_start(state: PartitionState, event: Interaction) -> None:
+        """Queue the start for the repartition topic keyed by customer_id."""
+        if event.customer_id is None:
+            return
+        record = {
+            "e": event.event_id,
+            "cu": event.customer_id,
+            "c": event.contact_id,
+            "t": event.ts_ms,
+            "q": event.queue,
+            "ch": event.channel,
+            "r": event.reason,
+            "tm": event.team,
+            "ag": event.agent_id,
+        }
+        state.customer_forwards.append((event.customer_id, orjson.dumps(record)))
 
     def _count_end(self, counts: kpi.Counts, transfers: int, item: list[Any]) -> None:
         counts[kpi.CONTACTS_ENDED] += 1
@@ -242,6 +319,8 @@ class Processor:
             wall_ms,
             event.queue,
             event.channel,
+            event.team,
+            event.agent_id,
         ]
         if "st" in record or (event.queue is not None and event.channel is not None):
             self._apply_pending(state, record, item)
@@ -263,12 +342,88 @@ class Processor:
     def _apply_pending(self, state: PartitionState, record: dict[str, Any], item: list[Any]) -> None:
         """Count a survey or end, attributed to the contact's queue/channel (or 'unknown')."""
         if item[0] == "e":
-            counts = self._bucket(state, item[1], record.get("q") or UNKNOWN, record.get("ch") or UNKNOWN)
-            self._count_end(counts, record["tr"], item)
+            self._count_end(self._bucket(state, item[1], self._contact_dim(record)), record["tr"], item)
         else:
-            queue = item[6] or record.get("q") or UNKNOWN
-            channel = item[7] or record.get("ch") or UNKNOWN
-            kpi.add_survey(self._bucket(state, item[1], queue, channel), item[2], item[3], item[4])
+            dim = self.dim(
+                item[6] or record.get("q") or UNKNOWN,
+                item[7] or record.get("ch") or UNKNOWN,
+                (item[8] if len(item) > 8 else None) or record.get("tm"),
+                (item[9] if len(item) > 9 else None) or record.get("ag"),
+            )
+            kpi.add_survey(self._bucket(state, item[1], dim), item[2], item[3], item[4])
+
+    # -- customers: repeat contacts and channel switches --------------------------------
+    def _apply_customer_message(self, state: PartitionState, message: InputMessage) -> None:
+        """A contact start re-keyed by customer_id: decide repeat / channel switch."""
+        topic = message.topic
+        try:
+            record = orjson.loads(message.value or b"")
+            event_key = CUSTOMER_CONTACTS + record["e"]
+            customer_id, ts = record["cu"], record["t"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            self.outcomes[(topic, "rejected")] += 1
+            return
+        if event_key in state.dedup:
+            self.outcomes[(topic, "duplicate")] += 1  # re-forwarded after a crash
+            return
+        state.remember_ids([event_key], [message.offset], max(ts, self.watermark_ms))
+        self.outcomes[(topic, "accepted")] += 1
+        dim = self.dim(record["q"], record["ch"], record.get("tm"), record.get("ag"))
+        entry = [ts, record["ch"], dim, record.get("r"), record["c"], 0, None]
+        history = state.customers.get(customer_id)
+        if history is None:
+            history = []
+            state.customer_expiry.append((ts, customer_id))
+        position = len(history)
+        while position and (history[position - 1][0], history[position - 1][4]) > (ts, entry[4]):
+            position -= 1
+        history.insert(position, entry)
+        self._classify(state, history, position)
+        if position + 1 < len(history):
+            self._classify(state, history, position + 1)  # it has a new, closer predecessor
+        # An entry matters while a start that is not yet late could still follow it within
+        # the horizon (starts arrive out of order across partitions), so trim by that bound.
+        cutoff = self._late_before - self.repeat_horizon_ms
+        while len(history) > MAX_CONTACTS_PER_CUSTOMER or (history and history[0][0] < cutoff):
+            history.pop(0)
+        if not history:
+            if customer_id in state.customers:
+                state.drop_customer(customer_id)
+            return
+        state.customers[customer_id] = history
+        state.dirty_customers.add(customer_id)
+
+    def _classify(self, state: PartitionState, history: list[list[Any]], index: int) -> None:
+        """(Re)decide whether history[index] is a repeat / switch; count only the difference."""
+        entry = history[index]
+        ts, channel, dim, reason = entry[0], entry[1], entry[2], entry[3]
+        flags, previous_channel = 0, None
+        if index > 0:
+            previous = history[index - 1]
+            if ts - previous[0] <= self.repeat_horizon_ms:
+                flags = REPEAT
+                previous_channel = previous[1]
+                if previous_channel != channel:
+                    flags |= SWITCH
+                if reason is not None and reason == previous[3]:
+                    flags |= SAME_REASON
+        old_flags, old_previous = entry[5], entry[6]
+        if flags == old_flags and previous_channel == old_previous:
+            return
+        entry[5], entry[6] = flags, previous_channel
+        if ts < self._late_before:
+            return  # outside every window: history only, nothing to count
+        counts = self._bucket(state, ts, dim)
+        for bit, index_ in (
+            (REPEAT, kpi.REPEAT_CONTACTS),
+            (SWITCH, kpi.CHANNEL_SWITCHES),
+            (SAME_REASON, kpi.SAME_REASON_REPEATS),
+        ):
+            counts[index_] += bool(flags & bit) - bool(old_flags & bit)
+        if old_flags & SWITCH:
+            self._bucket(state, ts, transition_key(str(old_previous), channel))[kpi.CHANNEL_SWITCHES] -= 1
+        if flags & SWITCH:
+            self._bucket(state, ts, transition_key(str(previous_channel), channel))[kpi.CHANNEL_SWITCHES] += 1
 
     # -- time-driven work ----------------------------------------------------------
     def tick(self, state: PartitionState, wall_ms: int) -> None:
@@ -310,11 +465,36 @@ class Processor:
                 continue
             state.drop_contact(contact_id)
 
+        customers = state.customer_expiry
+        cutoff = now - self.repeat_horizon_ms - self.retention_ms
+        while customers and customers[0][0] < cutoff:
+            _, customer_id = customers.popleft()
+            history = state.customers.get(customer_id)
+            if history is None:
+                continue
+            if history[-1][0] >= cutoff:
+                customers.append((history[-1][0], customer_id))
+                continue
+            state.drop_customer(customer_id)
+
         state.expire_dedup(horizon_start_ms=now - self.dedup_horizon_ms, max_ids=self.settings.dedup_max_ids)
 
 
+def customer_topic_name(settings: Settings) -> str:
+    """The internal repartition topic: contact starts keyed by customer_id."""
+    return f"{settings.app_id}-customer-contacts"
+
+
+def transition_key(from_channel: str, to_channel: str) -> str:
+    """Dimension key of a from -> to channel-switch count (never a label value)."""
+    return f"{TRANSITION_MARK}{from_channel}{DIM_SEPARATOR}{to_channel}"
+
+
 def rebuild_expiry_queues(state: PartitionState, wall_ms: int, grace_ms: int) -> None:
-    """After recovery, rebuild the in-memory expiry queues from the contact records."""
+    """After recovery, rebuild the in-memory expiry queues from contact and customer records."""
+    state.customer_expiry = deque(
+        sorted((history[-1][0], cid) for cid, history in state.customers.items() if history)
+    )
     contacts = sorted(state.contacts.items(), key=lambda item: item[1]["t"])
     state.contact_expiry = deque((record["t"], cid) for cid, record in contacts)
     state.pending_expiry = deque((wall_ms + grace_ms, cid) for cid, record in contacts if "pd" in record)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import secrets
 from collections import deque
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,9 @@ UNKNOWN = "unknown"
 BUCKET_PREFIX = "b:"
 CONTACT_PREFIX = "c:"
 DEDUP_PREFIX = "d:"
+CUSTOMER_PREFIX = "u:"
+#: Dimension keys of channel-transition counts start with this (labels never contain it).
+TRANSITION_MARK = "\x1e"
 MARKER_KEY = "m"
 
 
@@ -61,6 +65,10 @@ class PartitionState:
     buckets: dict[int, dict[str, Counts]] = field(default_factory=dict)
     #: contact_id -> compact contact record (see stream.processor).
     contacts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: customer_id -> recent contacts, oldest first (see stream.processor).
+    customers: MutableMapping[str, list[list[Any]]] = field(default_factory=dict)
+    #: (newest contact time ms, customer_id): candidates for customer expiry.
+    customer_expiry: deque[tuple[int, str]] = field(default_factory=deque)
     #: "<topic code><event_id>" -> input offset where it was first seen.
     dedup: dict[str, int] = field(default_factory=dict)
     dedup_batches: deque[DedupBatch] = field(default_factory=deque)
@@ -78,7 +86,10 @@ class PartitionState:
     sequence: int = 0
     dirty_buckets: set[int] = field(default_factory=set)
     dirty_contacts: set[str] = field(default_factory=set)
+    dirty_customers: set[str] = field(default_factory=set)
     new_dedup: list[str] = field(default_factory=list)
+    #: (customer_id, record bytes) to send to the repartition topic with this batch.
+    customer_forwards: list[tuple[str, bytes]] = field(default_factory=list)
     new_dedup_newest_ms: int = 0
     deleted_keys: list[str] = field(default_factory=list)
 
@@ -116,6 +127,12 @@ class PartitionState:
         self.dirty_contacts.discard(contact_id)
         self.deleted_keys.append(f"{CONTACT_PREFIX}{contact_id}")
 
+    def drop_customer(self, customer_id: str) -> None:
+        """Expire a customer's contact history (persisted as a tombstone)."""
+        self.customers.pop(customer_id, None)
+        self.dirty_customers.discard(customer_id)
+        self.deleted_keys.append(f"{CUSTOMER_PREFIX}{customer_id}")
+
     def remember_ids(self, ids: list[str], offsets: list[int], newest_ms: int) -> None:
         """Record first-seen event ids of this batch (already checked as new)."""
         dedup = self.dedup
@@ -137,4 +154,10 @@ class PartitionState:
 
     def has_changes(self) -> bool:
         """True when the batch changed anything that must be persisted."""
-        return bool(self.dirty_buckets or self.dirty_contacts or self.new_dedup or self.deleted_keys)
+        return bool(
+            self.dirty_buckets
+            or self.dirty_contacts
+            or self.dirty_customers
+            or self.new_dedup
+            or self.deleted_keys
+        )

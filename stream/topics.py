@@ -26,7 +26,14 @@ class TopicConfigError(RuntimeError):
 
 async def ensure_topics(settings: Settings, *, timeout: float = 30.0) -> None:
     """Create the input and dead-letter topics if needed; verify partition counts."""
-    names = [settings.topic_interactions, settings.topic_surveys, settings.topic_deadletter]
+    from stream.processor import customer_topic_name
+
+    names = [
+        settings.topic_interactions,
+        settings.topic_surveys,
+        customer_topic_name(settings),
+        settings.topic_deadletter,
+    ]
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=int(timeout * 1000)
     )
@@ -53,7 +60,7 @@ async def ensure_topics(settings: Settings, *, timeout: float = 30.0) -> None:
                 )
         elif missing:
             raise TopicConfigError(f"topics {missing} do not exist and CXSTREAM_CREATE_TOPICS is false")
-        described = await admin.describe_topics(names[:2])
+        described = await admin.describe_topics(names[:3])
         for topic in described:
             count = len(topic.get("partitions", []))
             if count and count != settings.partitions:
