@@ -17,6 +17,7 @@ from faust.types import EventT
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from stream.commitlog import StateLogTable
+from stream.customer_store import customer_store_factory
 from stream.exporter import KpiCollector, build_registry
 from stream.processor import (
     DeadLetter,
@@ -55,9 +56,13 @@ class CxStream:
 
 def faust_config(settings: Settings) -> dict[str, Any]:
     """Faust settings derived from ours, with the reasons for the non-defaults."""
+    from stream.security import faust_broker_credentials
+
     session_timeout = settings.seconds("session_timeout")
     return {
         "broker": settings.broker,
+        # SASL (PLAIN/SCRAM) and TLS for every Faust client: see stream/security.py.
+        "broker_credentials": faust_broker_credentials(settings),
         "store": "memory://",
         "datadir": str(settings.data_dir / "faust"),
         "autodiscover": False,
@@ -127,6 +132,7 @@ def create_app(settings: Settings) -> CxStream:
 
     processor = Processor(settings)
     grace_ms = int(settings.seconds("join_grace") * 1000)
+    table.customer_store_factory = customer_store_factory(settings.store, settings.data_dir)
     table.on_state_ready = lambda state: rebuild_expiry_queues(state, now_ms(), grace_ms)
     reader = WindowReader(settings.window_list, settings.bucket_seconds)
     collector = KpiCollector(

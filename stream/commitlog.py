@@ -62,7 +62,21 @@ class StateLogTable(faust.Table):
         self._dedup_index: dict[int, dict[str, DedupBatch]] = defaultdict(dict)
         #: Topics whose partition numbers map to states: inputs and this changelog.
         self.owned_topics: set[str] = set()
+        #: partition -> customer store for a new state (dict, or RocksDB; see customer_store).
+        self.customer_store_factory: Callable[[int], Any] | None = None
         self.on_state_ready: Callable[[PartitionState], None] | None = None
+
+    def new_state(self, partition: int) -> PartitionState:
+        """An empty state for ``partition`` with the configured customer store."""
+        if self.customer_store_factory is None:
+            return PartitionState(partition)
+        return PartitionState(partition, customers=self.customer_store_factory(partition))
+
+    @staticmethod
+    def _release(state: PartitionState | None) -> None:
+        close = getattr(state.customers, "close", None) if state is not None else None
+        if close is not None:
+            close()
 
     # -- writing -----------------------------------------------------------------
     def commit_batch(self, state: PartitionState) -> int:
@@ -139,7 +153,7 @@ class StateLogTable(faust.Table):
         generation, sequence, body = marker
         state = self._recovering.get(partition)
         if state is None:
-            state = self._recovering[partition] = PartitionState(partition)
+            state = self._recovering[partition] = self.new_state(partition)
         for key, (gen, seq, payload) in self._pending.pop(partition, ()):
             if gen != generation or seq != sequence:
                 continue  # from a batch whose marker never arrived: dropped whole
@@ -195,8 +209,8 @@ class StateLogTable(faust.Table):
         """Drop state of revoked partitions; newly assigned ones are rebuilt by recovery."""
         await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
         for partition in self._partitions_of(revoked) | self._partitions_of(newly_assigned):
-            self.states.pop(partition, None)
-            self._recovering.pop(partition, None)
+            self._release(self.states.pop(partition, None))
+            self._release(self._recovering.pop(partition, None))
             self._pending.pop(partition, None)
             self._dedup_index.pop(partition, None)
 
@@ -207,7 +221,7 @@ class StateLogTable(faust.Table):
         for tp in active_tps:
             if tp.topic != changelog or tp.partition in self.states:
                 continue
-            state = self._recovering.pop(tp.partition, None) or PartitionState(tp.partition)
+            state = self._recovering.pop(tp.partition, None) or self.new_state(tp.partition)
             dropped = self._pending.pop(tp.partition, [])
             if dropped:
                 log.warning(
@@ -238,5 +252,5 @@ class StateLogTable(faust.Table):
         """Live state of an active partition (created empty if recovery had nothing)."""
         state = self.states.get(partition)
         if state is None:
-            state = self.states[partition] = PartitionState(partition)
+            state = self.states[partition] = self.new_state(partition)
         return state

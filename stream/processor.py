@@ -371,9 +371,9 @@ class Processor:
         dim = self.dim(record["q"], record["ch"], record.get("tm"), record.get("ag"))
         entry = [ts, record["ch"], dim, record.get("r"), record["c"], 0, None]
         history = state.customers.get(customer_id)
+        is_new = history is None
         if history is None:
             history = []
-            state.customer_expiry.append((ts, customer_id))
         position = len(history)
         while position and (history[position - 1][0], history[position - 1][4]) > (ts, entry[4]):
             position -= 1
@@ -391,6 +391,7 @@ class Processor:
                 state.drop_customer(customer_id)
             return
         state.customers[customer_id] = history
+        state.customers.note_contact(customer_id, history[-1][0], is_new)
         state.dirty_customers.add(customer_id)
 
     def _classify(self, state: PartitionState, history: list[list[Any]], index: int) -> None:
@@ -465,16 +466,7 @@ class Processor:
                 continue
             state.drop_contact(contact_id)
 
-        customers = state.customer_expiry
-        cutoff = now - self.repeat_horizon_ms - self.retention_ms
-        while customers and customers[0][0] < cutoff:
-            _, customer_id = customers.popleft()
-            history = state.customers.get(customer_id)
-            if history is None:
-                continue
-            if history[-1][0] >= cutoff:
-                customers.append((history[-1][0], customer_id))
-                continue
+        for customer_id in state.customers.expired(now - self.repeat_horizon_ms - self.retention_ms):
             state.drop_customer(customer_id)
 
         state.expire_dedup(horizon_start_ms=now - self.dedup_horizon_ms, max_ids=self.settings.dedup_max_ids)
@@ -492,9 +484,7 @@ def transition_key(from_channel: str, to_channel: str) -> str:
 
 def rebuild_expiry_queues(state: PartitionState, wall_ms: int, grace_ms: int) -> None:
     """After recovery, rebuild the in-memory expiry queues from contact and customer records."""
-    state.customer_expiry = deque(
-        sorted((history[-1][0], cid) for cid, history in state.customers.items() if history)
-    )
+    state.customers.rebuild_index()
     contacts = sorted(state.contacts.items(), key=lambda item: item[1]["t"])
     state.contact_expiry = deque((record["t"], cid) for cid, record in contacts)
     state.pending_expiry = deque((wall_ms + grace_ms, cid) for cid, record in contacts if "pd" in record)

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import secrets
 from collections import deque
-from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from stream.customer_store import DictCustomerStore
 from stream.kpi import N_COUNTERS, Counts
 
 DIM_SEPARATOR = "\x1f"
@@ -66,9 +66,8 @@ class PartitionState:
     #: contact_id -> compact contact record (see stream.processor).
     contacts: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: customer_id -> recent contacts, oldest first (see stream.processor).
-    customers: MutableMapping[str, list[list[Any]]] = field(default_factory=dict)
-    #: (newest contact time ms, customer_id): candidates for customer expiry.
-    customer_expiry: deque[tuple[int, str]] = field(default_factory=deque)
+    #: A DictCustomerStore or RocksCustomerStore (stream.customer_store).
+    customers: Any = field(default_factory=DictCustomerStore)
     #: "<topic code><event_id>" -> input offset where it was first seen.
     dedup: dict[str, int] = field(default_factory=dict)
     dedup_batches: deque[DedupBatch] = field(default_factory=deque)

@@ -192,10 +192,11 @@ def assert_matches(samples, want_all, windows=WINDOWS) -> None:
         assert transitions == exp_t, f"transitions window={window}"
 
 
+@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
 def test_scripted_customer_history_gives_exact_effort_kpis(
-    broker, topics: Topics, start_worker, tmp_path: Path
+    broker, topics: Topics, start_worker, tmp_path: Path, store: str
 ) -> None:
-    worker = start_worker(CXSTREAM_WINDOWS="1h,24h,4d", CXSTREAM_REPEAT_HORIZON="2d")
+    worker = start_worker(CXSTREAM_WINDOWS="1h,24h,4d", CXSTREAM_REPEAT_HORIZON="2d", CXSTREAM_STORE=store)
     worker.wait_ready(partitions=4)
     now = int(time.time() * 1000)
     phases = scripted_history(now)
