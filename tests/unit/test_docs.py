@@ -36,3 +36,11 @@ def test_readme_starts_with_the_two_commands() -> None:
     readme = (ROOT / "README.md").read_text()
     first_block = readme[: readme.index("```", readme.index("```") + 3)]
     assert "make demo" in first_block and "make test" in first_block
+
+
+def test_readme_documents_every_contract_kpi_with_promql() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for spec in ALL_METRICS:
+        if spec.contract:
+            assert f"`{spec.name}" in readme, f"README does not document {spec.name}"
+    assert readme.count("sum(") >= 10
