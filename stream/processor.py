@@ -24,6 +24,7 @@ pd    events waiting for ``contact_started``: surveys and the end
 
 from __future__ import annotations
 
+import logging
 from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,8 @@ from stream import kpi
 from stream.events import EventValidator, Interaction, Rejection, Survey
 from stream.settings import Settings
 from stream.state import DIM_SEPARATOR, TRANSITION_MARK, UNKNOWN, PartitionState, dim_key
+
+log = logging.getLogger(__name__)
 
 INTERACTIONS = "i"
 SURVEYS = "s"
@@ -174,10 +177,26 @@ class Processor:
             new_offsets.append(offset)
             if ts > newest:
                 newest = ts
-            if kind == INTERACTIONS:
-                self._apply_interaction(state, event, wall_ms)  # type: ignore[arg-type]
-            else:
-                self._apply_survey(state, event, wall_ms)  # type: ignore[arg-type]
+            try:
+                if kind == INTERACTIONS:
+                    self._apply_interaction(state, event, wall_ms)  # type: ignore[arg-type]
+                else:
+                    self._apply_survey(state, event, wall_ms)  # type: ignore[arg-type]
+            except Exception as exc:  # a bug must cost one event, never the agent
+                log.exception("event at %s[%d]@%d could not be applied", topic, state.partition, offset)
+                outcomes[(topic, "rejected")] += 1
+                dead.append(
+                    DeadLetter(
+                        topic,
+                        state.partition,
+                        offset,
+                        message.key,
+                        message.value,
+                        f"processing_error:{type(exc).__name__}",
+                        str(exc)[:200],
+                    )
+                )
+                continue
             outcomes[(topic, "accepted")] += 1
         if newest > state.watermark_ms:
             state.watermark_ms = newest
