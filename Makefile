@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 SUDO   := $(shell [ "$$(id -u)" = "0" ] || echo sudo)
 
-.PHONY: help install demo test test-unit test-integration test-slow lint format bench system-deps clean
+.PHONY: help install demo test test-unit test-integration test-slow lint format bench system-deps screenshot clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/' | expand -t 20
@@ -18,10 +18,17 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install cxstream with dev extras
 
-system-deps:  ## Debian tools the tests use: promtool (package prometheus)
-	@command -v promtool >/dev/null 2>&1 || { \
-	  echo "installing promtool (Debian package prometheus)"; \
-	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+system-deps:  ## Debian tools the tests use: promtool (package prometheus), chromium (wallboard browser test)
+	@missing=""; \
+	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium fonts-dejavu-core"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+screenshot: install system-deps  ## refresh docs/images/wallboard.png from the browser test
+	CXSTREAM_UPDATE_SCREENSHOTS=1 $(BIN)/python -m pytest tests/e2e
 
 demo: install  ## run broker, Redis, worker and generator locally; Ctrl-C stops all
 	$(BIN)/cxstream demo

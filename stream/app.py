@@ -81,6 +81,10 @@ def faust_config(settings: Settings) -> dict[str, Any]:
         "table_standby_replicas": 0,
         "stream_buffer_maxsize": 65536,
         "producer_linger": 0.005,
+        # A dead letter is a rejected input plus headers, so the producer must take more
+        # than the largest input the broker accepts (Faust's default, 1,000,000 bytes, is
+        # below Kafka's 1 MiB message.max.bytes: a 1 MB input would crash the worker).
+        "producer_max_request_size": 16 * 1024 * 1024,
         "broker_commit_interval": 1.0,
         "logging_config": None,
     }

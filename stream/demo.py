@@ -22,7 +22,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream.embedded import RedisServer, TansuBroker
+from stream.embedded import RedisServer, TansuBroker, free_port
 
 SUMMARY_EVERY_S = 5.0
 
@@ -86,7 +86,8 @@ def render_summary(metrics: dict[str, list[tuple[dict[str, str], float]]], windo
         )
     outcomes: dict[str, float] = defaultdict(float)
     for labels, value in metrics.get("cx_events_total", []):
-        outcomes[labels["outcome"]] += value
+        if not labels["topic"].endswith("-customer-contacts"):  # internal repartition topic
+            outcomes[labels["outcome"]] += value
     lines.append("events: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(outcomes.items())))
     return "\n".join(lines)
 
@@ -99,6 +100,7 @@ def run_demo(*, rate: float = 100.0, web_port: int = 6066, duration: float | Non
     broker_url = env.get("CXSTREAM_BROKER")
     redis_url = env.get("CXSTREAM_REDIS_URL")
     worker: subprocess.Popen[bytes] | None = None
+    wallboard: subprocess.Popen[bytes] | None = None
     try:
         if not broker_url:
             broker = TansuBroker(log_dir=workdir).start()
@@ -127,20 +129,50 @@ def run_demo(*, rate: float = 100.0, web_port: int = 6066, duration: float | Non
             start_new_session=True,
         )
         metrics_url = f"http://127.0.0.1:{web_port}/metrics"
+        wallboard_port = int(env.get("CXSTREAM_WALLBOARD_PORT") or free_port())
+        wallboard_log = open(workdir / "wallboard.log", "wb")  # noqa: SIM115 (lives as long as the child)
+        wallboard = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "stream",
+                "wallboard",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(wallboard_port),
+            ],
+            env=env,
+            stdout=wallboard_log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wallboard_url = f"http://127.0.0.1:{wallboard_port}/"
         print(f"worker starting (pid {worker.pid}); log: {workdir / 'worker.log'}")
         print(f"metrics:   {metrics_url}")
+        token_hint = (
+            "  (append ?token=<CXSTREAM_WALLBOARD_TOKEN>)" if env.get("CXSTREAM_WALLBOARD_TOKEN") else ""
+        )
+        print(f"wallboard: {wallboard_url}{token_hint}")
+        if sys.stdout.isatty() and not env.get("CI"):
+            import webbrowser
+
+            webbrowser.open(wallboard_url)
         print(f"generator: {rate:.0f} events/s of synthetic contact-center traffic; Ctrl-C stops all")
         return asyncio.run(_generate_and_watch(env, rate, metrics_url, worker, duration))
     except KeyboardInterrupt:
         return 0
     finally:
         print("\nstopping...")
-        if worker is not None and worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(15)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+        for child in (wallboard, worker):
+            if child is not None and child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in (wallboard, worker):
+            if child is not None:
+                try:
+                    child.wait(15)
+                except subprocess.TimeoutExpired:
+                    child.kill()
         for server in reversed(started):
             with contextlib.suppress(Exception):
                 server.stop()  # type: ignore[attr-defined]
@@ -155,6 +187,7 @@ async def _generate_and_watch(
     duration: float | None,
 ) -> int:
     from stream import generator
+    from stream.security import kafka_client_kwargs
     from stream.settings import load_settings
 
     settings = load_settings(broker=env["CXSTREAM_BROKER"])
@@ -167,6 +200,7 @@ async def _generate_and_watch(
             duplicate_ratio=0.01,
             bad_ratio=0.005,
             stop_event=stop,
+            producer_options=kafka_client_kwargs(settings),
         )
     )
     deadline = time.monotonic() + duration if duration else None

@@ -46,6 +46,8 @@ def settings_markdown() -> str:
 
 
 def _labels(spec: MetricSpec) -> str:
+    if spec.labels is not None:
+        return ", ".join(spec.labels) or "—"
     if spec.name == "cx_events_total":
         return "topic, outcome"
     if spec.name == "cx_channel_switch_transitions":

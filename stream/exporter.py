@@ -100,6 +100,9 @@ class KpiCollector(Collector):
         yield _gauge("cx_state_buckets", "Event-time buckets held.", sum(len(s.buckets) for s in states))
         yield _gauge("cx_state_contacts", "Contact records held.", sum(len(s.contacts) for s in states))
         yield _gauge(
+            "cx_state_customers", "Customer contact histories held.", sum(len(s.customers) for s in states)
+        )
+        yield _gauge(
             "cx_state_dedup_ids",
             "Event ids remembered for dedup.",
             sum(len(s.dedup) for s in states),

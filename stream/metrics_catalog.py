@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from stream import kpi
+from stream import kpi, stats
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +23,8 @@ class MetricSpec:
     #: For ``count``: index into the counter vector. For ``ratio``: key in kpi.derived_kpis.
     source: int | str | None = None
     contract: bool = True
+    #: Label names when they are not the default of the kind (None: ask stream.docgen).
+    labels: tuple[str, ...] | None = None
 
 
 WINDOW_LABELS: Final = ("window", "queue", "channel")
@@ -155,6 +157,7 @@ OPERATIONAL_METRICS: Final = (
     MetricSpec("cx_state_partitions", "gauge", "Partitions this worker owns.", contract=False),
     MetricSpec("cx_state_buckets", "gauge", "Event-time buckets held.", contract=False),
     MetricSpec("cx_state_contacts", "gauge", "Contact records held.", contract=False),
+    MetricSpec("cx_state_customers", "gauge", "Customer contact histories held.", contract=False),
     MetricSpec("cx_state_dedup_ids", "gauge", "Event ids remembered for dedup.", contract=False),
     MetricSpec(
         "cx_event_time_watermark_seconds",
@@ -166,6 +169,80 @@ OPERATIONAL_METRICS: Final = (
 
 OUTCOMES: Final = ("accepted", "rejected", "duplicate", "late")
 
+# -- statistical honesty: intervals and low-confidence flags (docs/alerts.md) -----------------
+_INTERVAL_METHOD: Final = {"wilson": "Wilson score interval", "nps": "adjusted-Wald interval"}
+
+#: ``<ratio>_lower`` / ``<ratio>_upper``: 95% confidence bounds, same labels and units as the ratio.
+INTERVAL_METRICS: Final = tuple(
+    MetricSpec(
+        f"{spec.name}_{bound}",
+        "ratio",
+        f"{bound.capitalize()} bound of the 95% confidence interval of {spec.name} "
+        f"({_INTERVAL_METHOD[stats.KPI_SAMPLES[str(spec.source)].method]}).",
+        spec.source,
+        contract=False,
+    )
+    for spec in RATIO_METRICS
+    if spec.source in stats.INTERVAL_KPIS
+    for bound in ("lower", "upper")
+)
+LOW_CONFIDENCE = MetricSpec(
+    "cx_low_confidence",
+    "gauge",
+    "1 when the ratio named by the metric label rests on fewer than CXSTREAM_MIN_SAMPLES samples, else 0.",
+    contract=False,
+    labels=("window", "queue", "channel", "metric"),
+)
+
+# -- alert evaluator and Redis sink (stream.alerting) -----------------------------------------
+ALERT_METRICS: Final = (
+    MetricSpec(
+        "cx_alerts_total",
+        "counter",
+        "Alert transitions made by the evaluator, by rule and state (firing, resolved).",
+        contract=False,
+        labels=("rule", "state"),
+    ),
+    MetricSpec(
+        "cx_alerts_firing",
+        "gauge",
+        "Alerts firing now, by rule and severity.",
+        contract=False,
+        labels=("rule", "severity"),
+    ),
+    MetricSpec(
+        "cx_alerts_buffered",
+        "gauge",
+        "Alert transitions waiting to be written to Redis.",
+        contract=False,
+        labels=(),
+    ),
+    MetricSpec(
+        "cx_alerts_dropped_total",
+        "counter",
+        "Alert transitions dropped: the Redis buffer was full (oldest first), or Redis rejected one 5 times.",
+        contract=False,
+        labels=(),
+    ),
+    MetricSpec(
+        "cx_redis_errors_total",
+        "counter",
+        "Failed Redis operations by operation (transition, snapshot, controls, seed, sweep).",
+        contract=False,
+        labels=("operation",),
+    ),
+    MetricSpec(
+        "cx_redis_up", "gauge", "1 if the last Redis operation succeeded, else 0.", contract=False, labels=()
+    ),
+    MetricSpec(
+        "cx_alert_last_evaluation_timestamp_seconds",
+        "gauge",
+        "When the alert rules were last evaluated (epoch seconds).",
+        contract=False,
+        labels=(),
+    ),
+)
+
 ALL_METRICS: Final = (
     *COUNT_METRICS,
     *RATIO_METRICS,
@@ -173,4 +250,7 @@ ALL_METRICS: Final = (
     SWITCH_TRANSITIONS,
     EVENTS_TOTAL,
     *OPERATIONAL_METRICS,
+    *INTERVAL_METRICS,
+    LOW_CONFIDENCE,
+    *ALERT_METRICS,
 )

@@ -35,9 +35,9 @@ TRANSITION_MARK = "\x1e"
 MARKER_KEY = "m"
 
 
-def dim_key(queue: str, channel: str) -> str:
-    """Dimension key of a counter vector: queue and channel joined by a unit separator."""
-    return f"{queue}{DIM_SEPARATOR}{channel}"
+def dim_key(*labels: str) -> str:
+    """Dimension key of a counter vector: queue, channel [, team][, agent] joined by a unit separator."""
+    return DIM_SEPARATOR.join(labels)
 
 
 def split_dim_key(key: str) -> list[str]:

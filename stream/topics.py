@@ -15,6 +15,7 @@ import logging
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
+from stream.security import kafka_client_kwargs
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,9 @@ async def ensure_topics(settings: Settings, *, timeout: float = 30.0) -> None:
         settings.topic_deadletter,
     ]
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=int(timeout * 1000)
+        bootstrap_servers=settings.bootstrap_servers,
+        request_timeout_ms=int(timeout * 1000),
+        **kafka_client_kwargs(settings),
     )
     deadline = asyncio.get_running_loop().time() + timeout
     while True:

@@ -15,8 +15,10 @@ def run_worker(settings: Settings) -> None:
     from faust.worker import Worker
 
     from stream.app import create_app
+    from stream.security import describe_kafka_security, install_log_redaction
     from stream.topics import ensure_topics
 
+    install_log_redaction(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     asyncio.run(ensure_topics(settings))
     if settings.tansu_compat:
@@ -25,8 +27,9 @@ def run_worker(settings: Settings) -> None:
         install_tansu_compat()
     cx = create_app(settings)
     log.info(
-        "cxstream worker: broker %s, metrics on http://%s:%d/metrics",
+        "cxstream worker: broker %s (%s), metrics on http://%s:%d/metrics",
         settings.broker,
+        describe_kafka_security(settings),
         cx.app.conf.web_host,
         settings.web_port,
     )

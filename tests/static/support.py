@@ -20,7 +20,7 @@ import promql_parser
 import pytest
 import yaml
 
-from stream.metrics_catalog import ALL_METRICS, RATIO_METRICS, RESPONSE_RATIO
+from stream.metrics_catalog import ALL_METRICS, INTERVAL_METRICS, RATIO_METRICS, RESPONSE_RATIO
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -32,22 +32,18 @@ K8S_DIR = DEPLOY / "k8s"
 #: Metrics that dashboards may already query although the exporter does not emit them
 #: yet: each is added by an open issue. The one allow-list; remove a name once
 #: stream.metrics_catalog declares it.
-COMING_METRICS = frozenset(
-    {
-        "cx_channel_switch_transitions",  # {from_channel, to_channel, window}: channel matrix
-        "cx_alerts_total",  # alert fire / resolve transitions written to Redis
-        "cx_redis_errors_total",  # failed Redis operations
-    }
-)
+COMING_METRICS: frozenset[str] = frozenset()
 
 #: Series Prometheus itself produces that our rules and dashboards may use.
 PROMETHEUS_BUILTIN_METRICS = frozenset({"up"})
 
 CATALOG_METRICS = frozenset(spec.name for spec in ALL_METRICS)
 #: Per-worker ratio/score/average gauges: partial values that no sum or average can recombine.
-RATIO_GAUGES = frozenset({*(spec.name for spec in RATIO_METRICS), RESPONSE_RATIO.name})
+RATIO_GAUGES = frozenset(
+    {*(spec.name for spec in RATIO_METRICS), RESPONSE_RATIO.name, *(spec.name for spec in INTERVAL_METRICS)}
+)
 
-_AVERAGED_KPI = re.compile(r"(_ratio|_score|_average)$")
+_AVERAGED_KPI = re.compile(r"(_ratio|_score|_average)(_lower|_upper)?$")
 
 #: Values substituted for Grafana template variables before parsing a dashboard query.
 GRAFANA_VARIABLES = {

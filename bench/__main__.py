@@ -1,0 +1,548 @@
+"""``python -m bench`` (``make bench``): throughput, latency and memory against baselines, one run.
+
+Steps, all on the same pre-filled topics of one tansu broker:
+
+1. pre-fill both input topics (4 partitions) with N realistic events;
+2. raw aiokafka getmany + orjson.loads of every value (the physical limit);
+3. a naive Faust agent doing ``table[key] += 1`` per event (bench/naive_faust.py);
+4. the cxstream worker (fresh consumer group) until ``cx_events_total`` reaches N;
+5. latency from produce to visible on /metrics at half the measured pipeline rate;
+6. peak RSS (VmHWM) of that worker.
+
+``--scaling`` adds 1 vs 2 workers in one consumer group; ``--soak SECONDS`` runs the
+long steady-load run instead (bench/results/soak.json). See docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench import common, measure, profile_pipeline
+from bench.common import RESULTS, TopicSet
+
+TARGETS = {
+    "pipeline_over_raw": 0.22,
+    "pipeline_over_naive_faust": 10.0,
+    "latency_p99_s": 1.0,
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=200_000, help="events to pre-fill (default 200000)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 20k events, 20 latency samples")
+    parser.add_argument("--partitions", type=int, default=4, help="partitions of the input topics")
+    parser.add_argument("--skip-latency", action="store_true", help="no latency phase")
+    parser.add_argument("--skip-naive", action="store_true", help="no naive Faust baseline (slow)")
+    parser.add_argument("--scaling", action="store_true", help="also 1 vs 2 workers in one group")
+    parser.add_argument("--latency-samples", type=int, default=60)
+    parser.add_argument("--latency-rate", type=float, default=None, help="events/s (default: pipeline/2)")
+    parser.add_argument("--poll-interval", type=float, default=0.2, help="throughput sampling (s)")
+    parser.add_argument("--py-spy", action="store_true", help="profile the worker while it consumes")
+    parser.add_argument(
+        "--worker-module",
+        default="stream",
+        help="run workers as `python -m MODULE` (default: stream worker; bench.fastpath: experiment)",
+    )
+    parser.add_argument(
+        "--worker-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra CXSTREAM_* setting for the workers (repeatable)",
+    )
+    parser.add_argument(
+        "--soak",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="run the soak test for this long instead of the benchmark",
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="soak: events/s (default: half of pipeline_eps in latest.json, else 5000)",
+    )
+    parser.add_argument("--sample-every", type=float, default=10.0, help="soak: sampling period (s)")
+    parser.add_argument("--out", type=Path, default=None, help="results file (default bench/results/...)")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.events = 20_000 if args.events == 200_000 else args.events
+        args.latency_samples = min(args.latency_samples, 20)
+    return args
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def start_redis(workdir: Path) -> tuple[Any, dict[str, str]]:
+    """A throw-away Redis for the worker's alert/snapshot sink, as in production (None if missing)."""
+    from stream.embedded import EmbeddedError, RedisServer
+
+    try:
+        server = RedisServer(log_dir=workdir / "redis").start()
+    except (EmbeddedError, OSError) as exc:
+        log(f"no Redis ({exc}); the worker buffers its alert transitions")
+        return None, {}
+    return server, {"CXSTREAM_REDIS_URL": server.url}
+
+
+def extra_env(args: argparse.Namespace) -> dict[str, str]:
+    out = dict(getattr(args, "redis_env", {}))
+    if getattr(args, "partitions", 4) != 4:
+        out["CXSTREAM_PARTITIONS"] = str(args.partitions)
+    for item in args.worker_env:
+        key, _, value = item.partition("=")
+        out[key] = value
+    return out
+
+
+class PySpy:
+    """``py-spy record`` attached to a pid; collapsed stacks written on stop."""
+
+    def __init__(self, pid: int, out: Path, rate: int = 100) -> None:
+        self.out = out
+        exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        if not Path(exe).exists():
+            raise SystemExit("--py-spy needs py-spy: .venv/bin/pip install py-spy")
+        self.proc = subprocess.Popen(
+            [exe, "record", "-p", str(pid), "-r", str(rate), "-f", "raw", "-o", str(out), "--nonblocking"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def run_benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    from stream.embedded import TansuBroker
+
+    n = args.events
+    results: dict[str, Any] = {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "events": n,
+        "machine": common.machine_info(),
+        "worker_module": args.worker_module,
+        "worker_env": extra_env(args),
+    }
+    broker = TansuBroker(log_dir=workdir / "tansu").start()
+    redis, args.redis_env = start_redis(workdir)
+    try:
+        log(f"generating {n} events")
+        data = common.make_dataset(n)
+        topics = TopicSet(f"bench{os.getpid()}x{uuid.uuid4().hex[:6]}")
+        asyncio.run(
+            common.create_topics(broker.bootstrap, [*topics.inputs, topics.deadletter], args.partitions)
+        )
+        produce_eps = asyncio.run(common.produce_all(broker.bootstrap, data.records, topics))
+        expected = profile_pipeline.expected_outcomes(data.records, partitions=args.partitions)
+        results["data"] = {
+            "topics": topics.inputs,
+            "partitions": args.partitions,
+            "by_topic": data.counts,
+            "malformed": data.bad,
+            "duplicate_ratio": common.DUPLICATE_RATIO,
+            "event_time_span_s": round((data.last_ms - data.first_ms) / 1000),
+            "mean_value_bytes": round(sum(len(v) for _, _, v in data.records) / n, 1),
+            "prefill_produce_eps": round(produce_eps),
+            "expected": expected,
+        }
+        log(f"pre-filled {n} events at {produce_eps:,.0f}/s; (1) raw aiokafka")
+        raw = measure.measure_raw(broker.bootstrap, topics, n)
+        results["raw"] = raw
+        log(f"raw: {raw['eps']:,.0f} events/s")
+
+        if not args.skip_naive:
+            log("(2) naive Faust agent, table update per event")
+            naive = measure.measure_naive_faust(
+                broker.url, topics, n, workdir, interval=args.poll_interval, partitions=args.partitions
+            )
+            results["naive_faust"] = naive
+            log(f"naive Faust: {naive['eps']:,.0f} events/s")
+
+        if args.scaling:
+            # Before the latency phase, which appends live traffic to these topics.
+            results["scaling"] = run_scaling(args, broker, topics, n, workdir, expected)
+
+        log("(3) cxstream worker, full pipeline")
+        app_id = f"bench-{uuid.uuid4().hex[:8]}"
+        worker = common.start_worker(
+            broker.url, topics, app_id, workdir, name="pipeline", module=args.worker_module, **extra_env(args)
+        )
+        spy = PySpy(worker.pid, workdir / "worker.pyspy.txt") if args.py_spy else None
+        try:
+            pipeline = measure.measure_pipeline(
+                [worker],
+                n,
+                bootstrap=broker.bootstrap,
+                app_id=app_id,
+                topics=topics,
+                expected=expected,
+                broker_pid=broker.pid,
+            )
+            if spy is not None:
+                spy.stop()
+                results["py_spy"] = str(workdir / "worker.pyspy.txt")
+            pipeline["peak_rss_mb_after_backlog"] = measure._round(common.peak_rss_mb(worker.pid))
+            pipeline["scrape"] = measure.scrape_seconds(worker)
+            results["pipeline"] = pipeline
+            log(f"pipeline: {pipeline['eps']:,.0f} events/s, outcomes {pipeline['outcomes']}")
+
+            if not args.skip_latency:
+                rate = args.latency_rate or pipeline["eps"] / 2
+                log(f"latency at {rate:,.0f} events/s ({args.latency_samples} markers)")
+                live_spy = PySpy(worker.pid, workdir / "worker-live.pyspy.txt") if args.py_spy else None
+                try:
+                    latency = measure.measure_latency(
+                        broker.bootstrap, topics, worker, app_id, rate, workdir, samples=args.latency_samples
+                    )
+                finally:
+                    if live_spy is not None:
+                        live_spy.stop()
+                results["latency"] = latency
+                log(f"latency p50 {latency['p50_s']}s p99 {latency['p99_s']}s")
+            results["rss"] = {
+                "peak_mb": measure._round(common.peak_rss_mb(worker.pid)),
+                "current_mb": measure._round(common.rss_mb(worker.pid)),
+                "state": measure.metrics_snapshot(worker, topics),
+            }
+        finally:
+            if spy is not None:
+                spy.stop()
+            worker.stop()
+
+    finally:
+        broker.stop()
+        if redis is not None:
+            redis.stop()
+    results["load_average_after"] = list(os.getloadavg())
+    summarize(results)
+    return results
+
+
+def run_scaling(
+    args: argparse.Namespace, broker: Any, topics: TopicSet, n: int, workdir: Path, expected: dict
+) -> dict:
+    """1 vs 2 workers in one consumer group over the same pre-filled topics."""
+    out: dict[str, Any] = {}
+    for count in (1, 2):
+        for _attempt in range(2):
+            app_id = f"scale{count}-{uuid.uuid4().hex[:8]}"
+            log(f"scaling: {count} worker(s), group {app_id}")
+            workers = measure.start_workers(
+                broker.url, topics, app_id, workdir, count, args.worker_module, **extra_env(args)
+            )
+            try:
+                result = measure.measure_pipeline(
+                    workers,
+                    n,
+                    bootstrap=broker.bootstrap,
+                    app_id=app_id,
+                    topics=topics,
+                    expected=expected,
+                    broker_pid=broker.pid,
+                    what=f"{count} workers",
+                )
+            finally:
+                for w in workers:
+                    w.stop()
+            out[f"workers_{count}"] = result
+            log(f"  {count} worker(s): {result['eps']:,.0f} events/s, partitions {result['partitions']}")
+            if not result["rebalanced_during_run"]:
+                break
+    one, two = out["workers_1"]["eps"], out["workers_2"]["eps"]
+    out["speedup"] = round(two / one, 3) if one else None
+    return out
+
+
+def summarize(results: dict[str, Any]) -> None:
+    pipeline = results.get("pipeline", {}).get("eps")
+    raw = results.get("raw", {}).get("eps")
+    naive = results.get("naive_faust", {}).get("eps")
+    latency = results.get("latency", {})
+    results["pipeline_eps"] = round(pipeline) if pipeline else None
+    results["raw_eps"] = round(raw) if raw else None
+    results["naive_faust_eps"] = round(naive) if naive else None
+    results["latency_p50_s"] = latency.get("p50_s")
+    results["latency_p99_s"] = latency.get("p99_s")
+    results["rss_mb"] = results.get("rss", {}).get("peak_mb")
+    ratios = {
+        "pipeline_over_raw": round(pipeline / raw, 4) if pipeline and raw else None,
+        "pipeline_over_naive_faust": round(pipeline / naive, 2) if pipeline and naive else None,
+    }
+    results["ratios"] = ratios
+    checks = {
+        "pipeline_over_raw": ratios["pipeline_over_raw"],
+        "pipeline_over_naive_faust": ratios["pipeline_over_naive_faust"],
+        "latency_p99_s": results["latency_p99_s"],
+    }
+    results["targets"] = {
+        name: {
+            "target": f"{'<' if name.startswith('latency') else '>='} {goal}",
+            "value": checks[name],
+            "met": None
+            if checks[name] is None
+            else (checks[name] < goal if name.startswith("latency") else checks[name] >= goal),
+        }
+        for name, goal in TARGETS.items()
+    }
+    scaling = results.get("scaling")
+    if scaling:
+        results["targets"]["scaling_speedup"] = {
+            "target": ">= 1.7",
+            "value": scaling.get("speedup"),
+            "met": scaling.get("speedup") is not None and scaling["speedup"] >= 1.7,
+        }
+
+
+def fmt(value: Any, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and value >= 100:
+        return f"{value:,.0f}{unit}"
+    if isinstance(value, int):
+        return f"{value:,}{unit}"
+    return f"{value}{unit}"
+
+
+def print_table(results: dict[str, Any]) -> None:
+    m = results["machine"]
+    v = m["versions"]
+    print()
+    print(f"cxstream benchmark, {results['events']:,} events, {results['date']}")
+    print(
+        f"machine: {m['cpu_count']} x {m['cpu_model']}; python {v['python']}, "
+        f"faust-streaming {v['faust-streaming']}, aiokafka {v['aiokafka']}, orjson {v['orjson']}; "
+        f"load {m['load_average'][0]:.2f} before, {results['load_average_after'][0]:.2f} after"
+    )
+    rows = [
+        ("raw aiokafka + orjson", results["raw_eps"], "1.00", "physical limit, one process"),
+        (
+            "naive Faust (table += 1)",
+            results["naive_faust_eps"],
+            fmt(round(results["naive_faust_eps"] / results["raw_eps"], 3))
+            if results["naive_faust_eps"]
+            else "-",
+            "per-event agent + changelog",
+        ),
+        (
+            "cxstream pipeline",
+            results["pipeline_eps"],
+            fmt(results["ratios"]["pipeline_over_raw"]),
+            f"x{fmt(results['ratios']['pipeline_over_naive_faust'])} naive Faust",
+        ),
+    ]
+    print()
+    print(f"{'consumer':28} {'events/s':>10} {'/ raw':>7}  note")
+    print("-" * 78)
+    for name, eps, ratio, note in rows:
+        print(f"{name:28} {fmt(eps):>10} {ratio:>7}  {note}")
+    lat = results.get("latency")
+    print()
+    if lat:
+        print(
+            f"latency at {fmt(lat['rate_achieved_eps'])} events/s: p50 {lat['p50_s']} s, "
+            f"p99 {lat['p99_s']} s, max {lat['max_s']} s ({lat['samples']} samples, "
+            f"{lat['missed']} missed; state committed p50 {lat['committed_p50_s']} s, "
+            f"p99 {lat['committed_p99_s']} s)"
+        )
+    print(f"worker peak RSS (VmHWM): {fmt(results['rss_mb'], ' MB')}")
+    scaling = results.get("scaling")
+    if scaling:
+        print(
+            f"scaling, {results['data']['partitions']} partitions: "
+            f"1 worker {fmt(scaling['workers_1']['eps'])}/s, "
+            f"2 workers {fmt(scaling['workers_2']['eps'])}/s, speedup x{scaling['speedup']}"
+        )
+    print()
+    print("targets:")
+    for name, t in results["targets"].items():
+        mark = {True: "PASS", False: "FAIL", None: "n/a"}[t["met"]]
+        print(f"  {name:28} {t['target']:>8}  measured {fmt(t['value']):>8}  {mark}")
+    print()
+
+
+# -- soak ------------------------------------------------------------------------------------
+
+
+def default_soak_rate() -> float:
+    try:
+        latest = orjson.loads((RESULTS / "latest.json").read_bytes())
+        return float(latest["pipeline_eps"]) / 2
+    except (OSError, KeyError, TypeError, ValueError, orjson.JSONDecodeError):
+        return 5000.0
+
+
+def run_soak(args: argparse.Namespace, workdir: Path, out: Path) -> dict[str, Any]:
+    """Steady load against one worker; sample RSS, lag and outcomes every few seconds."""
+    from stream.embedded import TansuBroker
+
+    rate = args.rate or default_soak_rate()
+    # With production settings the state legitimately grows for a day (24 h windows,
+    # 2 d contact TTL, 7 d repeat horizon), so a 30-minute run could not tell a leak
+    # from state. Shorter windows and TTLs bound the state within ~16 minutes; RSS must
+    # be flat after that, and anything growing then is a leak.
+    env = {
+        "CXSTREAM_WINDOWS": "5m,10m",
+        "CXSTREAM_CONTACT_TTL": "10m",
+        "CXSTREAM_DEDUP_HORIZON": "5m",
+        "CXSTREAM_REPEAT_HORIZON": "5m",
+        **extra_env(args),
+    }
+    results: dict[str, Any] = {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "duration_s": args.soak,
+        "rate_eps": round(rate, 1),
+        "worker_env": env,
+        "machine": common.machine_info(),
+        "samples": [],
+    }
+    broker = TansuBroker(log_dir=workdir / "tansu").start()
+    redis, args.redis_env = start_redis(workdir)
+    env.update(args.redis_env)
+    try:
+        topics = TopicSet(f"soak{os.getpid()}x{uuid.uuid4().hex[:6]}")
+        asyncio.run(common.create_topics(broker.bootstrap, [*topics.inputs, topics.deadletter], 4))
+        worker = common.start_worker(
+            broker.url, topics, f"soak-{uuid.uuid4().hex[:8]}", workdir, "soak", **env
+        )
+        load = None
+        try:
+            worker.wait_http("/healthz")
+            deadline = time.monotonic() + 90
+            while len(measure.healthz_partitions(worker)) < 4 and time.monotonic() < deadline:
+                time.sleep(0.5)
+            log(f"soak: {args.soak:.0f}s at {rate:,.0f} events/s, sample every {args.sample_every:.0f}s")
+            load = measure.LoadGenerator(broker.bootstrap, topics, rate, workdir, "soak-load").start()
+            started = time.monotonic()
+            next_sample = started
+            while True:
+                now = time.monotonic()
+                if now >= next_sample:
+                    snap = measure.metrics_snapshot(worker, topics)
+                    produced = load.stats().get("sent", 0)
+                    done = sum(snap["outcomes"].values())
+                    sample = {
+                        "t_s": round(now - started, 1),
+                        "rss_mb": measure._round(common.rss_mb(worker.pid)),
+                        "peak_rss_mb": measure._round(common.peak_rss_mb(worker.pid)),
+                        "produced": produced,
+                        "processed": done,
+                        "lag": produced - done,
+                        "rejected": snap["outcomes"].get("rejected", 0),
+                        "duplicate": snap["outcomes"].get("duplicate", 0),
+                        "late": snap["outcomes"].get("late", 0),
+                        "contacts": snap["contacts"],
+                        "dedup_ids": snap["dedup_ids"],
+                        "buckets": snap["buckets"],
+                        "worker_cpu_s": measure._round(common.cpu_seconds(worker.pid), 2),
+                        "load_1m": round(os.getloadavg()[0], 2),
+                    }
+                    results["samples"].append(sample)
+                    log(
+                        f"t={sample['t_s']:>7}s rss {sample['rss_mb']} MB lag {sample['lag']} "
+                        f"contacts {sample['contacts']} dedup {sample['dedup_ids']}"
+                    )
+                    _write(out, results)
+                    next_sample += args.sample_every
+                    if now - started >= args.soak:
+                        break
+                if not worker.alive():
+                    raise RuntimeError(f"worker died during the soak:\n{worker.log_tail()}")
+                time.sleep(min(1.0, max(0.0, next_sample - time.monotonic())))
+        finally:
+            if load is not None:
+                results["generator"] = load.stop()
+            worker.stop()
+    finally:
+        broker.stop()
+        if redis is not None:
+            redis.stop()
+    results["summary"] = soak_summary(results["samples"])
+    return results
+
+
+def soak_summary(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """RSS growth over the last third (after the TTLs have filled the state) and lag bounds."""
+    if len(samples) < 4:
+        return {}
+    half = samples[2 * len(samples) // 3 :]
+    t = [s["t_s"] for s in half]
+    r = [s["rss_mb"] or 0.0 for s in half]
+    mean_t, mean_r = sum(t) / len(t), sum(r) / len(r)
+    var = sum((x - mean_t) ** 2 for x in t)
+    slope = sum((x - mean_t) * (y - mean_r) for x, y in zip(t, r, strict=True)) / var if var else 0.0
+    return {
+        "rss_mb_first": samples[0]["rss_mb"],
+        "rss_mb_last_third_start": half[0]["rss_mb"],
+        "rss_mb_last": samples[-1]["rss_mb"],
+        "rss_mb_max": max(s["rss_mb"] or 0 for s in samples),
+        "rss_slope_last_third_mb_per_hour": round(slope * 3600, 1),
+        "contacts_mid": half[0]["contacts"],
+        "contacts_last": samples[-1]["contacts"],
+        "dedup_ids_mid": half[0]["dedup_ids"],
+        "dedup_ids_last": samples[-1]["dedup_ids"],
+        "lag_max": max(s["lag"] for s in samples),
+        "lag_last": samples[-1]["lag"],
+        "rejected_last": samples[-1]["rejected"],
+    }
+
+
+def _write(path: Path, results: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="cxstream-bench-"))
+    log(f"work directory {workdir}; load average {os.getloadavg()[0]:.2f}")
+    ok = False
+    try:
+        if args.soak:
+            out = args.out or RESULTS / "soak.json"
+            results = run_soak(args, workdir, out)
+            _write(out, results)
+            print(orjson.dumps(results["summary"], option=orjson.OPT_INDENT_2).decode())
+        else:
+            out = args.out or RESULTS / "latest.json"
+            results = run_benchmark(args, workdir)
+            _write(out, results)
+            print_table(results)
+        log(f"wrote {out}")
+        ok = True
+    finally:
+        if ok and not args.keep and not args.py_spy:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            log(f"logs kept in {workdir}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

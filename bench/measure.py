@@ -1,0 +1,692 @@
+"""The measurements: raw consume, naive Faust, the cxstream pipeline, latency, scaling, soak.
+
+Every throughput figure is timed the same way: from the first event the consumer
+is seen to have processed to the last one, so process start-up, consumer-group
+joins and (empty) table recovery are excluded. Child processes are sampled over
+HTTP every ``interval`` seconds; the rate is the slope between two exact samples,
+(count_b - count_a) / (t_b - t_a), taken from the first non-zero sample to the last
+sample before the target, so the polling interval blurs neither end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import random
+import re
+import statistics
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.common import (
+    Child,
+    TopicSet,
+    cpu_seconds,
+    event_outcomes,
+    gauge,
+    peak_rss_mb,
+    rss_mb,
+    start_worker,
+)
+
+# -- following a count ------------------------------------------------------------------
+
+
+@dataclass
+class Throughput:
+    """A measured consumption rate and how it was obtained."""
+
+    eps: float
+    """Steady rate: slope between the first non-zero sample and the last sample below target."""
+    eps_end_to_end: float
+    """Target minus the first non-zero count, over the time to reach the target."""
+    seconds: float
+    """From the first non-zero sample to the first sample at the target."""
+    samples: int
+    startup_s: float = 0.0
+    """From process start (or measurement start) to the first non-zero sample."""
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    """CPU seconds used during ``seconds`` by the processes involved."""
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        for key in ("eps", "eps_end_to_end", "seconds", "startup_s"):
+            out[key] = round(out[key], 3)
+        out["cpu_s"] = {k: round(v, 2) for k, v in self.cpu_s.items()}
+        return out
+
+
+def follow(
+    read: Callable[[], float],
+    target: int,
+    *,
+    interval: float = 0.2,
+    timeout: float = 600.0,
+    started_at: float | None = None,
+    cpu_pids: dict[str, int] | None = None,
+    alive: Callable[[], bool] = lambda: True,
+    what: str = "consumer",
+    on_first: Callable[[], None] | None = None,
+) -> Throughput:
+    """Poll ``read()`` (a processed-events count) until it reaches ``target``.
+
+    ``on_first`` is called once, when the count first moves.
+    """
+    samples: list[tuple[float, float]] = []
+    begin = time.perf_counter() if started_at is None else started_at
+    deadline = time.perf_counter() + timeout
+    cpu_start: dict[str, float] = {}
+    while True:
+        before = time.perf_counter()
+        try:
+            count = read()
+        except OSError:
+            count = samples[-1][1] if samples else 0.0
+        at = (before + time.perf_counter()) / 2
+        if count > 0 and not samples:
+            if cpu_pids:
+                cpu_start = {name: cpu_seconds(pid) or 0.0 for name, pid in cpu_pids.items()}
+            if on_first is not None:
+                on_first()
+        if count > 0 or samples:
+            samples.append((at, count))
+        if count >= target:
+            break
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"{what}: {count:.0f} of {target} events after {timeout:.0f}s")
+        if not alive():
+            raise RuntimeError(f"{what} died at {count:.0f} of {target} events")
+        time.sleep(interval)
+    cpu_used = {
+        name: (cpu_seconds(pid) or 0.0) - cpu_start.get(name, 0.0) for name, pid in (cpu_pids or {}).items()
+    }
+    return rate_from_samples(samples, target, begin, cpu_used)
+
+
+def rate_from_samples(
+    samples: Sequence[tuple[float, float]], target: int, begin: float, cpu_used: dict[str, float]
+) -> Throughput:
+    """Steady rate between the first non-zero sample and the last one below ``target``."""
+    t0, c0 = samples[0]
+    done = [s for s in samples if s[1] >= target]
+    t_done = done[0][0] if done else samples[-1][0]
+    below = [s for s in samples if s[1] < target]
+    t1, c1 = below[-1] if below else samples[0]
+    end_to_end = (target - c0) / max(1e-9, t_done - t0)
+    steady = (c1 - c0) / (t1 - t0) if t1 - t0 > 1.0 and c1 - c0 > 0.3 * target else end_to_end
+    return Throughput(steady, end_to_end, t_done - t0, len(samples), t0 - begin, cpu_used)
+
+
+# -- (1) raw aiokafka -----------------------------------------------------------------------
+
+
+async def _raw(bootstrap: str, topics: Sequence[str], target: int) -> tuple[Throughput, int]:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    loads = orjson.loads
+    decode_error = orjson.JSONDecodeError
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+        fetch_max_bytes=64 * 1024 * 1024,
+    )
+    await consumer.start()
+    try:
+        tps = [
+            TopicPartition(topic, p) for topic in topics for p in sorted(consumer.partitions_for_topic(topic))
+        ]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        count = errors = 0
+        t0 = c0 = None
+        cpu0 = time.process_time()
+        while count < target:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            for records in batches.values():
+                for record in records:
+                    try:
+                        loads(record.value)
+                    except decode_error:
+                        errors += 1
+            got = sum(len(r) for r in batches.values())
+            if got and t0 is None:
+                t0, c0 = time.perf_counter(), got
+                cpu0 = time.process_time()
+            count += got
+        seconds = time.perf_counter() - (t0 or 0.0)
+        eps = (count - (c0 or 0)) / max(1e-9, seconds)
+        cpu = time.process_time() - cpu0
+        return Throughput(eps, eps, seconds, 0, 0.0, {"consumer": cpu}), errors
+    finally:
+        await consumer.stop()
+
+
+def measure_raw(bootstrap: str, topics: TopicSet, target: int) -> dict[str, Any]:
+    """(1) The physical limit: aiokafka getmany + orjson.loads of every value, one process."""
+    result, errors = asyncio.run(_raw(bootstrap, topics.inputs, target))
+    return {**result.as_dict(), "decode_errors": errors}
+
+
+# -- (2) naive Faust --------------------------------------------------------------------------
+
+
+def measure_naive_faust(
+    broker_url: str,
+    topics: TopicSet,
+    target: int,
+    workdir: Path,
+    interval: float = 0.2,
+    partitions: int = 4,
+) -> dict[str, Any]:
+    """(2) A textbook Faust agent: per-event iteration and ``table[key] += 1``."""
+    from bench.common import free_port, worker_env
+
+    port = free_port()
+    env = worker_env(broker_url, topics, "unused", workdir, port)
+    env.update(
+        BENCH_APP_ID=f"naive-{uuid.uuid4().hex[:8]}",
+        BENCH_BROKER=broker_url,
+        BENCH_TOPICS=",".join(topics.inputs),
+        BENCH_PORT=str(port),
+        BENCH_DATA_DIR=str(workdir / "naive-data"),
+        BENCH_PARTITIONS=str(partitions),
+    )
+    child = Child(
+        [sys.executable, "-m", "bench.naive_faust"], env, workdir / "naive_faust.log", port=port
+    ).start()
+    try:
+        child.wait_http("/count")
+
+        def read() -> float:
+            return float(orjson.loads(child.get("/count"))["count"])
+
+        result = follow(
+            read,
+            target,
+            interval=interval,
+            timeout=target / 500 + 180,
+            started_at=child.started_at,
+            cpu_pids={"app": child.pid},
+            alive=child.alive,
+            what="naive Faust",
+        )
+        return {**result.as_dict(), "peak_rss_mb": _round(peak_rss_mb(child.pid))}
+    finally:
+        child.stop()
+
+
+# -- (3) the cxstream worker -------------------------------------------------------------------
+
+
+class ChangelogFollower:
+    """Tails the worker's state changelog in a thread: progress and marker times, for free.
+
+    Every batch the worker applies ends with a commit marker (key ``m``, see
+    stream/commitlog.py) carrying the last input offset applied per topic, so the
+    sum of ``offset + 1`` over the markers of all changelog partitions is the number
+    of input events reflected in the state, stamped when the marker reached the
+    broker. Unlike polling /metrics (a 50-100 ms scrape on the worker's event loop
+    at this state size) this costs the worker nothing. Contact records whose key
+    starts with ``watch`` (latency markers) are timestamped as they arrive.
+    """
+
+    def __init__(
+        self, bootstrap: str, topic: str, inputs: Sequence[str], watch: bytes = b"c:bench-lat-"
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.inputs = frozenset(inputs)
+        self.watch = watch
+        #: (arrival time, input events reflected, all messages reflected incl. internal topics)
+        self.samples: list[tuple[float, float, float]] = []
+        self.seen: dict[bytes, float] = {}
+        self._per_partition: dict[int, tuple[int, int]] = {}
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name="changelog-follower", daemon=True)
+
+    def start(self, timeout: float = 90.0) -> ChangelogFollower:
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise TimeoutError(f"changelog topic {self.topic} did not appear in {timeout}s")
+        if self._error is not None:
+            raise RuntimeError(f"changelog follower failed: {self._error!r}")
+        return self
+
+    def processed(self) -> float:
+        """Input events (both input topics) reflected in the state so far."""
+        if self._error is not None:
+            raise RuntimeError(f"changelog follower failed: {self._error!r}")
+        return float(sum(i for i, _ in self._per_partition.values()))
+
+    def processed_all(self) -> float:
+        """Messages of every consumed topic (inputs and the customer repartition topic)."""
+        return float(sum(a for _, a in self._per_partition.values()))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._run())
+        except BaseException as exc:  # reported to the driver thread
+            self._error = exc
+            self._ready.set()
+
+    async def _run(self) -> None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=10,
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+        )
+        await consumer.start()
+        try:
+            partitions = None
+            while not partitions and not self._stop.is_set():
+                cluster = await consumer._client.fetch_all_metadata()
+                partitions = cluster.partitions_for_topic(self.topic)
+                if not partitions:
+                    await asyncio.sleep(0.2)
+            tps = [TopicPartition(self.topic, p) for p in sorted(partitions or ())]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            self._ready.set()
+            loads = orjson.loads
+            watch = self.watch
+            inputs = self.inputs
+            per_partition = self._per_partition
+            while not self._stop.is_set():
+                batches = await consumer.getmany(timeout_ms=100, max_records=50_000)
+                now = time.perf_counter()
+                marked = False
+                for tp, records in batches.items():
+                    for record in records:
+                        key = record.key
+                        if key == b"m" and record.value:
+                            offsets = loads(record.value)[2]["o"]
+                            per_partition[tp.partition] = (
+                                sum(o + 1 for t, o in offsets.items() if t in inputs),
+                                sum(o + 1 for o in offsets.values()),
+                            )
+                            marked = True
+                        elif key is not None and key.startswith(watch) and key not in self.seen:
+                            self.seen[key] = now
+                if marked:
+                    self.samples.append((now, self.processed(), self.processed_all()))
+        finally:
+            await consumer.stop()
+
+
+def changelog_topic(app_id: str) -> str:
+    """Faust names a table's changelog ``<app id>-<table name>-changelog``; cxstream's table is ``state``."""
+    return f"{app_id}-state-changelog"
+
+
+def measure_pipeline(
+    workers: Sequence[Child],
+    target: int,
+    *,
+    bootstrap: str,
+    app_id: str,
+    topics: TopicSet,
+    expected: dict[str, Any] | None = None,
+    broker_pid: int | None = None,
+    what: str = "cxstream worker",
+    timeout: float | None = None,
+) -> dict[str, Any]:
+    """(3) Time the workers from their first committed batch until all ``target`` events are in.
+
+    Progress comes from the changelog commit markers (:class:`ChangelogFollower`).
+    Done means every input event *and* every contact start the workers re-keyed to
+    the customer topic (``expected["forwarded"]``, from the in-process pipeline) is
+    reflected: repeat detection is part of the pipeline. At the end,
+    ``cx_events_total`` on /metrics (summed over workers) is compared with
+    ``expected["outcomes"]``.
+    """
+    follower = ChangelogFollower(bootstrap, changelog_topic(app_id), topics.inputs).start()
+    forwarded = int(expected["forwarded"]) if expected else 0
+    pids = {f"worker{i}": w.pid for i, w in enumerate(workers)}
+    if broker_pid:
+        pids["broker"] = broker_pid
+    pids["driver"] = os.getpid()
+    begin = min(w.started_at for w in workers)
+    assignments: dict[str, list[list[int]]] = {}
+
+    def note_assignment() -> None:
+        assignments["at_first_batch"] = [healthz_partitions(w) for w in workers]
+
+    try:
+        result = follow(
+            follower.processed_all if forwarded else follower.processed,
+            target + forwarded,
+            interval=0.05,
+            timeout=timeout or target / 500 + 180,
+            started_at=begin,
+            cpu_pids=pids,
+            alive=lambda: all(w.alive() for w in workers),
+            what=what,
+            on_first=note_assignment,
+        )
+        samples = list(follower.samples)
+        assignments["at_end"] = [healthz_partitions(w) for w in workers]
+    finally:
+        follower.stop()
+    steady = rate_from_samples([(t, i) for t, i, _ in samples], target, begin, result.cpu_s)
+    t0 = samples[0][0]
+    done = [t for t, _, a in samples if a >= target + forwarded]
+    seconds = (done[0] if done else samples[-1][0]) - t0
+    exact = Throughput(
+        steady.eps,
+        (target - samples[0][1]) / max(1e-9, seconds),
+        seconds,
+        len(samples),
+        steady.startup_s,
+        result.cpu_s,
+    )
+
+    def outcomes() -> dict[str, dict[str, int]]:
+        total: dict[str, dict[str, int]] = {"inputs": {}, "all": {}}
+        for worker in workers:
+            body = worker.get("/metrics", timeout=30)
+            for scope, only in (("inputs", topics.inputs), ("all", None)):
+                for outcome, value in event_outcomes(body, only).items():
+                    total[scope][outcome] = total[scope].get(outcome, 0) + int(value)
+        return total
+
+    deadline = time.monotonic() + 60
+    final = outcomes()
+    while sum(final["inputs"].values()) < target and time.monotonic() < deadline:
+        time.sleep(1.0)
+        final = outcomes()
+    out = {**exact.as_dict(), "outcomes": {k: v for k, v in sorted(final["inputs"].items()) if v}}
+    out["customer_topic_accepted"] = final["all"].get("accepted", 0) - final["inputs"].get("accepted", 0)
+    out["all_reflected"] = sum(final["inputs"].values()) == target
+    if expected:
+        want: dict[str, int] = {}
+        for kind in ("interactions", "surveys"):
+            for outcome, n in expected["outcomes"].get(kind, {}).items():
+                want[outcome] = want.get(outcome, 0) + n
+        out["expected_outcomes"] = dict(sorted(want.items()))
+        out["exact"] = out["outcomes"] == out["expected_outcomes"] and out["customer_topic_accepted"] == int(
+            expected["outcomes"].get("customer_contacts", {}).get("accepted", 0)
+        )
+    out["rss_mb"] = [_round(rss_mb(w.pid)) for w in workers]
+    out["partitions"] = assignments
+    out["rebalanced_during_run"] = assignments.get("at_first_batch") != assignments.get("at_end")
+    return out
+
+
+def scrape_seconds(worker: Child, n: int = 10) -> dict[str, float]:
+    """How long one /metrics scrape takes (it runs on the worker's event loop)."""
+    times = []
+    size = 0
+    for _ in range(n):
+        started = time.perf_counter()
+        size = len(worker.get("/metrics", timeout=30))
+        times.append(time.perf_counter() - started)
+    return {"median_s": round(statistics.median(times), 5), "max_s": round(max(times), 5), "bytes": size}
+
+
+# -- latency ------------------------------------------------------------------------------------
+
+MARKER_QUEUE = "bench_latency"
+_CONTACTS = re.compile(rb"^cx_contacts\{([^}]*)\} (\S+)$", re.M)
+_MARKER_LABELS = (b'queue="' + MARKER_QUEUE.encode() + b'"', b'window="24h"')
+
+
+def marker_count(metrics: bytes) -> float:
+    """``cx_contacts{queue="bench_latency", window="24h"}`` summed over channels (label order free)."""
+    total = 0.0
+    for labels, value in _CONTACTS.findall(metrics):
+        if all(part in labels for part in _MARKER_LABELS):
+            total += float(value)
+    return total
+
+
+async def _latency(
+    bootstrap: str,
+    topics: TopicSet,
+    worker: Child,
+    follower: ChangelogFollower,
+    samples: int,
+    gap: tuple[float, float],
+    timeout: float,
+) -> dict[str, list[float] | int]:
+    """Send one marker contact at a time; time it to its changelog record and to /metrics."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks=1)
+    await producer.start()
+    committed: list[float] = []
+    visible: list[float] = []
+    scrapes: list[float] = []
+    acks: list[float] = []
+    missed = 0
+    rng = random.Random(1)
+    run = uuid.uuid4().hex[:8]
+    try:
+        seen = marker_count(worker.get("/metrics", timeout=30))
+        for i in range(samples):
+            await asyncio.sleep(rng.uniform(*gap))
+            contact = f"bench-lat-{run}-{i}"
+            key = f"c:{contact}".encode()
+            value = orjson.dumps(
+                {
+                    "event_id": uuid.uuid4().hex,
+                    "type": "contact_started",
+                    "contact_id": contact,
+                    "timestamp": int(time.time() * 1000),
+                    "customer_id": f"bench-{run}",
+                    "channel": "voice",
+                    "queue": MARKER_QUEUE,
+                }
+            )
+            sent_at = time.perf_counter()
+            await producer.send_and_wait(topics.interactions, value, key=contact.encode())
+            acks.append(time.perf_counter() - sent_at)
+            deadline = sent_at + timeout
+            while key not in follower.seen and time.perf_counter() < deadline:
+                await asyncio.sleep(0.002)
+            if key not in follower.seen:
+                missed += 1
+                if missed >= 5 and not committed:
+                    break  # the worker is not keeping up: more markers would only queue
+                continue
+            committed.append(follower.seen[key] - sent_at)
+            # The state changed before its changelog record was sent, so the next scrape
+            # must show it; the scrape's own duration is part of "visible on /metrics".
+            while True:
+                before = time.perf_counter()
+                count = marker_count(worker.get("/metrics", timeout=30))
+                now = time.perf_counter()
+                if count > seen or now > deadline:
+                    break
+                await asyncio.sleep(0.01)
+            scrapes.append(now - before)
+            if count > seen:
+                visible.append(now - sent_at)
+                seen = count
+            else:
+                missed += 1
+    finally:
+        await producer.stop()
+    return {"committed": committed, "visible": visible, "scrapes": scrapes, "acks": acks, "missed": missed}
+
+
+def quantile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated quantile (q in [0, 1])."""
+    ordered = sorted(values)
+    if not ordered:
+        return math.nan
+    pos = q * (len(ordered) - 1)
+    low = math.floor(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+class LoadGenerator:
+    """``bench.loadgen`` in a child process, producing at a steady rate."""
+
+    def __init__(self, bootstrap: str, topics: TopicSet, rate: float, workdir: Path, name: str = "loadgen"):
+        self.stats_path = workdir / f"{name}.json"
+        self.stats_path.unlink(missing_ok=True)
+        self.rate = rate
+        self.child = Child(
+            [
+                sys.executable,
+                "-m",
+                "bench.loadgen",
+                "--bootstrap",
+                bootstrap,
+                "--prefix",
+                topics.prefix,
+                "--rate",
+                f"{rate:.1f}",
+                "--stats",
+                str(self.stats_path),
+            ],
+            env=dict(__import__("os").environ),
+            log_path=workdir / f"{name}.log",
+            port=0,
+        )
+
+    def start(self) -> LoadGenerator:
+        self.child.start()
+        return self
+
+    def stats(self) -> dict[str, Any]:
+        try:
+            return dict(orjson.loads(self.stats_path.read_bytes()))
+        except (OSError, orjson.JSONDecodeError):
+            return {"sent": 0}
+
+    def stop(self) -> dict[str, Any]:
+        self.child.stop(timeout=30)
+        return self.stats()
+
+
+def measure_latency(
+    bootstrap: str,
+    topics: TopicSet,
+    worker: Child,
+    app_id: str,
+    rate: float,
+    workdir: Path,
+    *,
+    samples: int = 60,
+    warmup_s: float = 10.0,
+    timeout: float = 10.0,
+) -> dict[str, Any]:
+    """p50/p99 from produce to visible on /metrics while a steady load runs at ``rate``.
+
+    Markers: one ``contact_started`` at a time (random 0.5-1 s gaps) for a fresh
+    contact in queue ``bench_latency``. Two times per marker, from just before the
+    send: ``committed``, when its contact record reached the changelog (the state
+    already held it; resolution ~2 ms plus the worker's 5 ms producer linger), and
+    ``visible``, when a /metrics scrape started after that returned it counted
+    (adds one scrape, 50-100 ms here). ``visible`` is the headline figure.
+    """
+    follower = ChangelogFollower(bootstrap, changelog_topic(app_id), topics.inputs).start()
+    base = processed_count(worker, topics)
+    cpu0 = cpu_seconds(worker.pid) or 0.0
+    wall0 = time.perf_counter()
+    load = LoadGenerator(bootstrap, topics, rate, workdir).start()
+    try:
+        time.sleep(warmup_s)
+        t0 = time.perf_counter()
+        sent0 = load.stats().get("sent", 0)
+        result = asyncio.run(_latency(bootstrap, topics, worker, follower, samples, (0.5, 1.0), timeout))
+        elapsed = time.perf_counter() - t0
+        sent1 = load.stats().get("sent", 0)
+        lag = sent1 + samples - (processed_count(worker, topics) - base)
+    finally:
+        stats = load.stop()
+        follower.stop()
+    cpu = (cpu_seconds(worker.pid) or 0.0) - cpu0
+    visible = result["visible"]
+    committed = result["committed"]
+    assert isinstance(visible, list) and isinstance(committed, list)
+    scrapes = result["scrapes"]
+    acks = result["acks"]
+    assert isinstance(scrapes, list) and isinstance(acks, list)
+
+    def q(values: list[float], p: float) -> float | None:
+        return round(quantile(values, p), 4) if values else None
+
+    return {
+        "rate_target_eps": round(rate, 1),
+        "rate_achieved_eps": round((sent1 - sent0) / elapsed, 1),
+        "samples": len(visible),
+        "missed": result["missed"],
+        "p50_s": q(visible, 0.50),
+        "p90_s": q(visible, 0.90),
+        "p99_s": q(visible, 0.99),
+        "max_s": round(max(visible), 4) if visible else None,
+        "committed_p50_s": q(committed, 0.50),
+        "committed_p99_s": q(committed, 0.99),
+        "committed_max_s": round(max(committed), 4) if committed else None,
+        "produce_ack_p50_s": q(acks, 0.50),
+        "produce_ack_p99_s": q(acks, 0.99),
+        "scrape_p50_s": q(scrapes, 0.50),
+        "scrape_max_s": round(max(scrapes), 4) if scrapes else None,
+        "lag_at_end": int(lag),
+        "worker_cpu_share": round(cpu / max(1e-9, time.perf_counter() - wall0), 3),
+        "generator": {k: stats.get(k) for k in ("sent", "send_errors", "dropped", "events_per_second")},
+    }
+
+
+def processed_count(worker: Child, topics: TopicSet) -> float:
+    return sum(event_outcomes(worker.get("/metrics", timeout=30), topics.inputs).values())
+
+
+def _round(value: float | None, digits: int = 1) -> float | None:
+    return round(value, digits) if value is not None else None
+
+
+def start_workers(
+    broker_url: str,
+    topics: TopicSet,
+    app_id: str,
+    workdir: Path,
+    count: int,
+    module: str = "stream",
+    **extra: str,
+) -> list[Child]:
+    return [
+        start_worker(broker_url, topics, app_id, workdir, name=f"{app_id}-w{i}", module=module, **extra)
+        for i in range(count)
+    ]
+
+
+def healthz_partitions(worker: Child) -> list[int]:
+    try:
+        return list(orjson.loads(worker.get("/healthz"))["partitions"])
+    except (OSError, KeyError, orjson.JSONDecodeError):
+        return []
+
+
+def metrics_snapshot(worker: Child, topics: TopicSet) -> dict[str, Any]:
+    body = worker.get("/metrics", timeout=30)
+    return {
+        "outcomes": {k: int(v) for k, v in event_outcomes(body, topics.inputs).items()},
+        "contacts": gauge(body, "cx_state_contacts"),
+        "dedup_ids": gauge(body, "cx_state_dedup_ids"),
+        "buckets": gauge(body, "cx_state_buckets"),
+    }

@@ -1,0 +1,403 @@
+"""Pure wallboard logic: worker snapshots in, the page's state document out.
+
+No I/O. Each worker's ``<prefix>:kpi:<worker_id>`` hash holds the partial counts of the
+partitions it owns (docs/redis.md); this module
+
+* decodes a snapshot hash, re-ordering its count vectors by the counter names in its
+  ``_meta`` (so a worker on an older or newer counter layout still adds up correctly),
+* sums the count vectors of every live worker per window and queue, plus an
+  "all queues" row (:data:`ALL_QUEUES`), dropping snapshots older than ``stale_after``,
+* computes every tile's ratio from those **summed counts** with
+  :func:`stream.kpi.derived_kpis` (never an average of per-worker ratios), its sample
+  size, its low-confidence flag (sample size below ``min_samples``), its 95% interval,
+  a colour status and whether an active alert points at it,
+* builds the JSON document served by ``/api/state`` and pushed on ``/events``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+import orjson
+
+from stream import kpi
+from stream.stats import kpi_interval
+from stream.timeutil import parse_duration
+
+#: Queue key of the row that sums every queue.
+ALL_QUEUES: Final = "*"
+ALL_QUEUES_LABEL: Final = "All queues"
+#: Labels sorted after every real queue name.
+_LAST_QUEUES: Final = ("other", "unknown")
+#: Alert severities, most urgent first (unknown severities sort after these).
+SEVERITY_ORDER: Final = ("critical", "page", "warning", "info")
+STATE_VERSION: Final = 1
+
+Status = Literal["good", "warn", "bad", "empty"]
+
+
+class SnapshotError(ValueError):
+    """A ``<prefix>:kpi:<worker>`` hash that cannot be read (no or bad ``_meta``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TileSpec:
+    """One big-number tile: a key of :func:`stream.kpi.derived_kpis` and how to show it.
+
+    ``good`` / ``bad`` are display thresholds for the tile colour: for a KPI where higher
+    is better the tile is ``good`` at or above ``good``, ``bad`` below ``bad`` and
+    ``warn`` in between (mirrored when lower is better).
+    """
+
+    key: str
+    label: str
+    unit: Literal["percent", "score"]
+    higher_is_better: bool
+    good: float
+    bad: float
+    denominator: int
+    sample_noun: str
+    numerator: int | None = None
+
+
+TILES: Final[tuple[TileSpec, ...]] = (
+    TileSpec("csat_ratio", "CSAT", "percent", True, 0.80, 0.70, kpi.CSAT_RESPONSES, "responses"),
+    TileSpec("nps_score", "NPS", "score", True, 30.0, 0.0, kpi.NPS_RESPONSES, "responses"),
+    TileSpec("ces_easy_ratio", "CES easy", "percent", True, 0.70, 0.50, kpi.CES_RESPONSES, "responses"),
+    TileSpec(
+        "ces_high_effort_ratio", "High effort", "percent", False, 0.15, 0.25, kpi.CES_RESPONSES, "responses"
+    ),
+    TileSpec(
+        "repeat_contact_ratio", "Repeat contacts", "percent", False, 0.20, 0.30, kpi.CONTACTS, "contacts"
+    ),
+    TileSpec("transfer_ratio", "Transfers", "percent", False, 0.15, 0.25, kpi.CONTACTS_ENDED, "ended"),
+    TileSpec(
+        "channel_switch_ratio", "Channel switches", "percent", False, 0.05, 0.10, kpi.CONTACTS, "contacts"
+    ),
+)
+TILE_KEYS: Final = tuple(t.key for t in TILES)
+
+
+# -- snapshots -------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class WorkerSnapshot:
+    """One worker's decoded snapshot: per window, ``(queue, counts)`` rows in COUNTERS order."""
+
+    worker: str
+    at: int
+    windows: dict[str, list[tuple[str, list[float]]]]
+
+
+def _counter_map(names: object) -> list[int | None]:
+    """Position in :data:`stream.kpi.COUNTERS` of each position of a stored vector."""
+    if not isinstance(names, list) or not names:
+        return list(range(kpi.N_COUNTERS))
+    index = {name: i for i, name in enumerate(kpi.COUNTERS)}
+    return [index.get(name) if isinstance(name, str) else None for name in names]
+
+
+def _number(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0.0
+    return float(value) if math.isfinite(value) and value > 0 else 0.0
+
+
+def parse_snapshot(worker: str, fields: Mapping[str, str | bytes]) -> WorkerSnapshot:
+    """Decode the fields of one ``<prefix>:kpi:<worker>`` hash (see docs/redis.md).
+
+    Count vectors are re-ordered into the order of :data:`stream.kpi.COUNTERS` using
+    ``_meta.counters``; counters this version does not know are ignored, missing ones
+    read 0. Unreadable window fields and rows are skipped; a missing or unreadable
+    ``_meta`` raises :class:`SnapshotError`.
+    """
+    raw_meta = fields.get("_meta")
+    if raw_meta is None:
+        raise SnapshotError(f"snapshot of {worker!r} has no _meta")
+    try:
+        meta = orjson.loads(raw_meta)
+    except orjson.JSONDecodeError as exc:
+        raise SnapshotError(f"snapshot of {worker!r}: unreadable _meta ({exc})") from None
+    if not isinstance(meta, dict):
+        raise SnapshotError(f"snapshot of {worker!r}: _meta is not an object")
+    at = meta.get("at")
+    if isinstance(at, bool) or not isinstance(at, int | float):
+        raise SnapshotError(f"snapshot of {worker!r}: _meta.at missing")
+    positions = _counter_map(meta.get("counters"))
+    labels = meta.get("windows")
+    window_labels = (
+        [w for w in labels if isinstance(w, str)]
+        if isinstance(labels, list)
+        else [k for k in fields if k != "_meta"]
+    )
+    windows: dict[str, list[tuple[str, list[float]]]] = {}
+    for label in window_labels:
+        raw = fields.get(label)
+        if raw is None:
+            continue
+        try:
+            rows = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            continue
+        if not isinstance(rows, list):
+            continue
+        parsed: list[tuple[str, list[float]]] = []
+        for row in rows:
+            if not isinstance(row, dict) or not isinstance(row.get("counts"), list):
+                continue
+            counts = kpi.zero_counts()
+            for pos, value in zip(positions, row["counts"], strict=False):
+                if pos is not None:
+                    counts[pos] += _number(value)
+            parsed.append((str(row.get("queue") or "unknown"), counts))
+        windows[label] = parsed
+    return WorkerSnapshot(str(meta.get("worker") or worker), int(at), windows)
+
+
+@dataclass(slots=True)
+class WorkerInfo:
+    """A snapshot seen in Redis: who, when, and whether it was left out as stale."""
+
+    worker: str
+    at: int
+    stale: bool
+
+    def as_json(self, now_ms: int) -> dict[str, Any]:
+        return {
+            "worker": self.worker,
+            "at": self.at,
+            "age_s": round((now_ms - self.at) / 1000, 1),
+            "stale": self.stale,
+        }
+
+
+@dataclass(slots=True)
+class Totals:
+    """Summed counts: ``counts[window][queue]``, with :data:`ALL_QUEUES` summing every queue."""
+
+    counts: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    workers: list[WorkerInfo] = field(default_factory=list)
+
+
+def sum_snapshots(snapshots: Iterable[WorkerSnapshot], now_ms: int, stale_after_ms: int) -> Totals:
+    """Sum the count vectors of every live snapshot per window and queue.
+
+    A snapshot whose ``_meta.at`` is more than ``stale_after_ms`` old is left out (and
+    listed as stale): its worker stopped refreshing it, so its counts are not current.
+    """
+    totals = Totals()
+    for snap in sorted(snapshots, key=lambda s: s.worker):
+        stale = now_ms - snap.at > stale_after_ms
+        totals.workers.append(WorkerInfo(snap.worker, snap.at, stale))
+        if stale:
+            continue
+        for window, rows in snap.windows.items():
+            per_queue = totals.counts.setdefault(window, {ALL_QUEUES: kpi.zero_counts()})
+            for queue, counts in rows:
+                kpi.add_into(per_queue.setdefault(queue, kpi.zero_counts()), counts)
+                kpi.add_into(per_queue[ALL_QUEUES], counts)
+    return totals
+
+
+# -- tiles -----------------------------------------------------------------------------------------
+def tile_status(spec: TileSpec, value: float | None) -> Status:
+    """Colour of a tile from its display thresholds (``empty`` without a value)."""
+    if value is None:
+        return "empty"
+    if spec.higher_is_better:
+        return "good" if value >= spec.good else "bad" if value < spec.bad else "warn"
+    return "good" if value <= spec.good else "bad" if value > spec.bad else "warn"
+
+
+def _clean(value: float | None, digits: int = 6) -> float | None:
+    return None if value is None or not math.isfinite(value) else round(value, digits)
+
+
+def tile(spec: TileSpec, counts: Sequence[float], min_samples: int) -> dict[str, Any]:
+    """One tile's numbers from a (summed) counter vector.
+
+    ``value`` is ``None`` with an empty denominator; ``low_confidence`` is set when the
+    sample size ``n`` is below ``min_samples`` (including 0).
+    """
+    value = kpi.derived_kpis(counts)[spec.key]
+    n = counts[spec.denominator]
+    interval = kpi_interval(spec.key, counts) if n > 0 else None
+    return {
+        "key": spec.key,
+        "value": _clean(value),
+        "n": int(n) if float(n).is_integer() else n,
+        "low_confidence": n < min_samples,
+        "interval": [_clean(interval[0]), _clean(interval[1])] if interval else None,
+        "status": tile_status(spec, value),
+    }
+
+
+def queue_view(queue: str, counts: Sequence[float], min_samples: int) -> dict[str, Any]:
+    """A queue's row: its label, counts by name and one tile per KPI."""
+    return {
+        "queue": queue,
+        "label": ALL_QUEUES_LABEL if queue == ALL_QUEUES else queue,
+        "counts": {
+            name: int(c) if float(c).is_integer() else c for name, c in zip(kpi.COUNTERS, counts, strict=True)
+        },
+        "tiles": {spec.key: tile(spec, counts, min_samples) for spec in TILES},
+    }
+
+
+def queue_order(queues: Iterable[str]) -> list[str]:
+    """All-queues row first, then queues by name, ``other``/``unknown`` last: rows never jump."""
+    return sorted(queues, key=lambda q: (q != ALL_QUEUES, q in _LAST_QUEUES, q.lower(), q))
+
+
+def window_order(windows: Iterable[str]) -> list[str]:
+    """Window labels shortest first (unparseable labels last, by name)."""
+
+    def key(label: str) -> tuple[float, str]:
+        try:
+            return parse_duration(label), label
+        except ValueError:
+            return math.inf, label
+
+    return sorted(set(windows), key=key)
+
+
+# -- alerts ----------------------------------------------------------------------------------------
+def parse_alerts(
+    active: Mapping[str, str | bytes], acks: Mapping[str, str | bytes] | None = None
+) -> list[dict[str, Any]]:
+    """Firing alerts from ``<prefix>:alerts:active`` (and acks), most severe then newest first.
+
+    Each alert is its stored JSON plus ``id`` (the hash field when absent), ``acked``
+    (the ack JSON or ``None``) and ``tile``: ``{"queue", "kpi"}``, the tile it points at
+    (``kpi`` is the rule's ``metric`` without ``cx_``, ``queue`` its ``queue`` label or
+    :data:`ALL_QUEUES` when it has none).
+    """
+    alerts: list[dict[str, Any]] = []
+    for alert_id, raw in active.items():
+        try:
+            alert = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            continue
+        if not isinstance(alert, dict):
+            continue
+        alert.setdefault("id", alert_id if isinstance(alert_id, str) else alert_id.decode())
+        raw_labels = alert.get("labels")
+        labels: dict[str, Any] = raw_labels if isinstance(raw_labels, dict) else {}
+        metric = alert.get("metric")
+        alert["tile"] = {
+            "queue": str(labels["queue"]) if labels.get("queue") is not None else ALL_QUEUES,
+            "kpi": metric.removeprefix("cx_") if isinstance(metric, str) else None,
+        }
+        ack_raw = (acks or {}).get(alert_id)
+        acked = None
+        if ack_raw is not None:
+            try:
+                acked = orjson.loads(ack_raw)
+            except orjson.JSONDecodeError:
+                acked = None
+        alert["acked"] = acked if isinstance(acked, dict) else None
+        alerts.append(alert)
+
+    def order(alert: dict[str, Any]) -> tuple[int, float, str]:
+        severity = str(alert.get("severity", "")).lower()
+        rank = SEVERITY_ORDER.index(severity) if severity in SEVERITY_ORDER else len(SEVERITY_ORDER)
+        since = alert.get("since")
+        newest_first = (
+            -float(since) if isinstance(since, int | float) and not isinstance(since, bool) else 0.0
+        )
+        return rank, newest_first, str(alert["id"])
+
+    return sorted(alerts, key=order)
+
+
+# -- the state document ----------------------------------------------------------------------------
+TrendLookup = Mapping[tuple[str, str, str], Sequence[float | None]]
+
+
+def build_state(
+    totals: Totals,
+    alerts: Sequence[Mapping[str, Any]],
+    *,
+    now_ms: int,
+    min_samples: int,
+    windows: Sequence[str] = (),
+    trends: TrendLookup | None = None,
+    redis_ok: bool = True,
+    redis_error: str | None = None,
+    updated_at: int | None = None,
+    stale_since: int | None = None,
+    interval_s: float = 2.0,
+) -> dict[str, Any]:
+    """The wallboard state served by ``/api/state`` and ``/events`` (docs/wallboard.md).
+
+    ``windows``: configured windows; windows found in snapshots are added. Each queue
+    view's tiles get ``trend`` (from ``trends[(window, queue, kpi)]``) and ``alert`` (the
+    id of the first firing alert for that queue and KPI, or ``None``).
+    """
+    alert_at: dict[tuple[str, str], str] = {}
+    alert_queues: dict[str, int] = {}
+    for alert in alerts:
+        target = alert.get("tile") or {}
+        queue = str(target.get("queue", ALL_QUEUES))
+        alert_queues[queue] = alert_queues.get(queue, 0) + 1
+        if target.get("kpi"):
+            alert_at.setdefault((queue, str(target["kpi"])), str(alert.get("id")))
+    data: dict[str, Any] = {}
+    all_windows = window_order([*windows, *totals.counts])
+    for window in all_windows:
+        per_queue = totals.counts.get(window, {ALL_QUEUES: kpi.zero_counts()})
+        rows = []
+        for queue in queue_order(per_queue):
+            view = queue_view(queue, per_queue[queue], min_samples)
+            view["alerts"] = alert_queues.get(queue, 0)
+            for key, t in view["tiles"].items():
+                t["alert"] = alert_at.get((queue, key))
+                t["trend"] = list(trends.get((window, queue, key), ())) if trends else []
+            rows.append(view)
+        data[window] = {"queues": rows}
+    return {
+        "version": STATE_VERSION,
+        "server_time": now_ms,
+        "updated_at": updated_at,
+        "interval_s": interval_s,
+        "redis": {"ok": redis_ok, "error": redis_error, "stale_since": None if redis_ok else stale_since},
+        "min_samples": min_samples,
+        "windows": all_windows,
+        "default_window": all_windows[0] if all_windows else None,
+        "tiles": [
+            {
+                "key": t.key,
+                "label": t.label,
+                "unit": t.unit,
+                "higher_is_better": t.higher_is_better,
+                "good": t.good,
+                "bad": t.bad,
+                "sample_noun": t.sample_noun,
+            }
+            for t in TILES
+        ],
+        "workers": [w.as_json(now_ms) for w in totals.workers],
+        "alerts": [dict(a) for a in alerts],
+        "data": data,
+    }
+
+
+def attach_trends(state: Mapping[str, Any], trends: TrendLookup) -> None:
+    """Set every tile's ``trend`` in ``state`` (in place) from ``trends[(window, queue, kpi)]``."""
+    for window, body in state["data"].items():
+        for view in body["queues"]:
+            for key, t in view["tiles"].items():
+                t["trend"] = list(trends.get((window, view["queue"], key), ()))
+
+
+def select_window(state: Mapping[str, Any], window: str | None) -> dict[str, Any]:
+    """A copy of ``state`` whose ``data`` holds one window: ``window``, else the default one.
+
+    ``window`` names the chosen window in the copy; the page sends its own choice and
+    falls back to what the server picked when it asked for a window that does not exist.
+    """
+    data = state.get("data", {})
+    chosen = window if window in data else state.get("default_window")
+    return {**state, "window": chosen, "data": {chosen: data[chosen]} if chosen in data else {}}

@@ -1,0 +1,153 @@
+"""Read-only access to the Redis layout of docs/redis.md, for the wallboard.
+
+Reads, never writes: ``<prefix>:kpi:*`` snapshot hashes (found with ``SCAN``),
+``<prefix>:alerts:active`` and ``<prefix>:alerts:acks`` in one pipeline, and listens on
+the ``<prefix>:alerts`` pub/sub channel. Every call has a timeout and there are no
+hidden retries: the caller decides when to try again (with backoff), so a dead Redis
+shows on the board within seconds instead of hanging a request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from stream.wallboard.aggregate import SnapshotError, WorkerSnapshot, parse_snapshot
+
+log = logging.getLogger(__name__)
+
+#: What a lost, refused, frozen or confused Redis raises.
+REDIS_ERRORS = (RedisError, OSError, TimeoutError, asyncio.TimeoutError)
+SCAN_COUNT = 200
+
+_GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
+
+
+def describe(exc: BaseException) -> str:
+    """A short error text for the page and the log (never includes the Redis URL)."""
+    text = str(exc).strip()
+    return exc.__class__.__name__ + (f": {text}" if text else "")
+
+
+class Keys:
+    """Key names under a prefix (docs/redis.md)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.active = f"{prefix}:alerts:active"
+        self.acks = f"{prefix}:alerts:acks"
+        self.channel = f"{prefix}:alerts"
+        self.kpi_prefix = f"{prefix}:kpi:"
+        self.kpi_pattern = _GLOB_SPECIAL.sub(r"\\\1", self.kpi_prefix) + "*"
+
+
+def connect(url: str, timeout: float | None = 2.0, health_check_interval: int = 0) -> aioredis.Redis:
+    """A fail-fast asyncio client: per-call socket timeouts, no retries, str replies."""
+    return aioredis.Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=2.0 if timeout is None else timeout,
+        retry=Retry(NoBackoff(), 0),
+        decode_responses=True,
+        health_check_interval=health_check_interval,
+    )
+
+
+@dataclass(slots=True)
+class RedisRead:
+    """One consistent-enough read of everything the board shows."""
+
+    snapshots: list[WorkerSnapshot] = field(default_factory=list)
+    active: dict[str, str] = field(default_factory=dict)
+    acks: dict[str, str] = field(default_factory=dict)
+    unreadable: list[str] = field(default_factory=list)
+
+
+class RedisSource:
+    """Reads KPI snapshots and alerts; listens for alert transitions."""
+
+    def __init__(self, url: str, prefix: str, *, timeout: float = 2.0) -> None:
+        self.url = url
+        self.keys = Keys(prefix)
+        self.timeout = timeout
+        self.client = connect(url, timeout)
+        self._warned: set[str] = set()
+
+    async def read(self) -> RedisRead:
+        """Snapshots, active alerts and acks; raises one of :data:`REDIS_ERRORS` on failure."""
+        return await asyncio.wait_for(self._read(), timeout=self.timeout * 3)
+
+    async def _read(self) -> RedisRead:
+        keys = [key async for key in self.client.scan_iter(match=self.keys.kpi_pattern, count=SCAN_COUNT)]
+        keys = sorted(set(keys))
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hgetall(key)
+            pipe.hgetall(self.keys.active)
+            pipe.hgetall(self.keys.acks)
+            replies = await pipe.execute()
+        result = RedisRead(active=replies[-2] or {}, acks=replies[-1] or {})
+        for key, fields in zip(keys, replies[:-2], strict=True):
+            if not fields:  # expired between SCAN and HGETALL
+                continue
+            worker = key[len(self.keys.kpi_prefix) :]
+            try:
+                result.snapshots.append(parse_snapshot(worker, fields))
+            except SnapshotError as exc:
+                result.unreadable.append(key)
+                if key not in self._warned:
+                    self._warned.add(key)
+                    log.warning("ignoring %s", exc)
+        return result
+
+    async def listen(
+        self,
+        on_message: Callable[[str], Awaitable[None] | None],
+        *,
+        stop: asyncio.Event,
+        backoff: Callable[[int], float],
+    ) -> None:
+        """Call ``on_message(data)`` for each message on ``<prefix>:alerts`` until ``stop``.
+
+        Reconnects and re-subscribes after any error, waiting ``backoff(failures)`` seconds.
+        """
+        failures = 0
+        while not stop.is_set():
+            client = connect(self.url, None, health_check_interval=15)
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await asyncio.wait_for(pubsub.subscribe(self.keys.channel), timeout=self.timeout * 2)
+                if failures:
+                    log.info("subscribed to %s again", self.keys.channel)
+                failures = 0
+                while not stop.is_set():
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if message and message.get("type") == "message":
+                        result = on_message(str(message.get("data", "")))
+                        if result is not None:
+                            await result
+            except REDIS_ERRORS as exc:
+                failures += 1
+                if failures == 1:
+                    log.warning("alert channel %s lost (%s); resubscribing", self.keys.channel, describe(exc))
+            finally:
+                with contextlib.suppress(*REDIS_ERRORS):
+                    await asyncio.wait_for(pubsub.aclose(), timeout=1.0)
+                with contextlib.suppress(*REDIS_ERRORS):
+                    await asyncio.wait_for(client.aclose(), timeout=1.0)
+            if failures and not stop.is_set():
+                with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=backoff(failures))
+
+    async def close(self) -> None:
+        with contextlib.suppress(*REDIS_ERRORS):
+            await self.client.aclose()

@@ -1,0 +1,192 @@
+"""Write wallboard test data into Redis exactly as docs/redis.md lays it out.
+
+Used by the wallboard integration and end-to-end tests: KPI snapshot hashes
+``<prefix>:kpi:<worker>`` (``_meta`` + one JSON field per window) and firing alerts
+(``<prefix>:alerts:active`` + ``<prefix>:alerts:log`` + a ``PUBLISH`` on ``<prefix>:alerts``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+
+from stream import kpi
+
+WINDOWS = ("15m", "1h", "24h")
+WINDOW_SCALE = {"15m": 1, "1h": 4, "24h": 70}
+
+
+def vector(**named: float) -> list[float]:
+    """A counter vector (COUNTERS order) from counter names."""
+    counts = kpi.zero_counts()
+    for name, value in named.items():
+        counts[kpi.COUNTERS.index(name)] = value
+    return counts
+
+
+def snapshot_fields(
+    worker: str,
+    at_ms: int,
+    windows: Mapping[str, Sequence[tuple[str, str, Sequence[float]]]],
+    counters: Sequence[str] = kpi.COUNTERS,
+) -> dict[str, str]:
+    """The hash fields of ``<prefix>:kpi:<worker>``: rows are ``(queue, channel, counts)``."""
+    fields = {
+        "_meta": orjson.dumps(
+            {"worker": worker, "at": at_ms, "counters": list(counters), "windows": list(windows)}
+        ).decode()
+    }
+    for window, rows in windows.items():
+        fields[window] = orjson.dumps(
+            [{"queue": q, "channel": ch, "counts": [int(c) for c in counts]} for q, ch, counts in rows]
+        ).decode()
+    return fields
+
+
+def write_snapshot(client: Any, prefix: str, worker: str, fields: Mapping[str, str], ttl: int = 30) -> None:
+    """Replace the snapshot hash the way the worker does (DEL, HSET, EXPIRE in MULTI)."""
+    key = f"{prefix}:kpi:{worker}"
+    pipe = client.pipeline(transaction=True)
+    pipe.delete(key)
+    pipe.hset(key, mapping=dict(fields))
+    pipe.expire(key, ttl)
+    pipe.execute()
+
+
+def alert_payload(
+    rule: str,
+    queue: str | None,
+    *,
+    metric: str,
+    window: str,
+    value: float,
+    threshold: float,
+    severity: str = "page",
+    since: int | None = None,
+    samples: int = 57,
+    summary: str | None = None,
+    state: str = "firing",
+) -> dict[str, Any]:
+    """An alert as the evaluator writes it (docs/redis.md, "Alert id and JSON")."""
+    labels = {"queue": queue} if queue else {}
+    alert_id = rule + ("{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else "")
+    now = int(time.time() * 1000)
+    return {
+        "id": alert_id,
+        "rule": rule,
+        "state": state,
+        "labels": labels,
+        "severity": severity,
+        "metric": metric,
+        "window": window,
+        "value": value,
+        "threshold": threshold,
+        "samples": samples,
+        "since": since if since is not None else now,
+        "at": now,
+        "summary": summary or f"{rule} on {queue or 'all queues'}: {value:.0%} (threshold {threshold:.0%})",
+    }
+
+
+def fire_alert(client: Any, prefix: str, payload: Mapping[str, Any]) -> None:
+    """HSET the active alert, log the transition and publish it (like the worker's Lua script)."""
+    data = orjson.dumps(dict(payload)).decode()
+    client.hset(f"{prefix}:alerts:active", payload["id"], data)
+    client.xadd(f"{prefix}:alerts:log", {"alert": data}, maxlen=10_000, approximate=True)
+    client.publish(f"{prefix}:alerts", data)
+
+
+def resolve_alert(client: Any, prefix: str, payload: Mapping[str, Any]) -> None:
+    data = orjson.dumps({**payload, "state": "resolved", "at": int(time.time() * 1000)}).decode()
+    client.hdel(f"{prefix}:alerts:active", payload["id"])
+    client.xadd(f"{prefix}:alerts:log", {"alert": data}, maxlen=10_000, approximate=True)
+    client.publish(f"{prefix}:alerts", data)
+
+
+# -- a believable contact center -------------------------------------------------------------------
+#: queue: contacts per 15 min, CSAT top-2, NPS promoters, NPS detractors, CES easy, CES high effort,
+#: repeat share, transfer share, channel-switch share, survey response share per metric.
+QUEUES: dict[str, tuple[float, ...]] = {
+    "billing": (180, 0.79, 0.44, 0.21, 0.63, 0.21, 0.22, 0.12, 0.06, 0.26),
+    "general": (95, 0.86, 0.55, 0.12, 0.75, 0.11, 0.14, 0.17, 0.04, 0.24),
+    "retention": (44, 0.74, 0.36, 0.30, 0.58, 0.24, 0.19, 0.09, 0.05, 0.20),
+    "sales": (120, 0.88, 0.58, 0.10, 0.78, 0.09, 0.10, 0.08, 0.03, 0.22),
+    "tech_support": (210, 0.68, 0.31, 0.33, 0.49, 0.33, 0.31, 0.27, 0.11, 0.25),
+}
+#: worker -> (channel, share of each queue's traffic): two workers own different partitions.
+WORKER_CHANNELS = {"worker-a:6066": (("voice", 0.55),), "worker-b:6067": (("chat", 0.3), ("email", 0.15))}
+
+
+def queue_counts(queue: str, window: str, share: float, drift: float = 0.0) -> list[float]:
+    """Counts of one queue's ``share`` of traffic over ``window``; ``drift`` moves the rates."""
+    contacts_15m, csat, prom, det, easy, high, repeat, transfer, switch, response = QUEUES[queue]
+    scale = WINDOW_SCALE[window]
+    contacts = round(contacts_15m * scale * share)
+    ended = round(contacts * 0.96)
+    responses = max(0, round(ended * response))
+    wobble = drift * (0.6 if window == "15m" else 0.25 if window == "1h" else 0.05)
+    csat_r = min(1.0, max(0.0, csat + wobble))
+    high_r = min(1.0, max(0.0, high - wobble / 2))
+    return vector(
+        csat_responses=responses,
+        csat_satisfied=round(responses * csat_r),
+        csat_score_sum=round(responses * (2.2 + 2.6 * csat_r)),
+        nps_responses=responses,
+        nps_promoters=round(responses * min(1.0, prom + wobble)),
+        nps_passives=responses - round(responses * min(1.0, prom + wobble)) - round(responses * det),
+        nps_detractors=round(responses * det),
+        ces_responses=responses,
+        ces_easy=round(responses * min(1.0 - high_r, easy + wobble / 2)),
+        ces_high_effort=round(responses * high_r),
+        contacts=contacts,
+        repeat_contacts=round(contacts * max(0.0, repeat - wobble / 3)),
+        channel_switches=round(contacts * max(0.0, switch - wobble / 6)),
+        contacts_ended=ended,
+        transferred_contacts=round(ended * max(0.0, transfer + wobble / 4)),
+    )
+
+
+def demo_snapshots(
+    at_ms: int, step: int = 0, queues: Sequence[str] = tuple(QUEUES)
+) -> dict[str, dict[str, str]]:
+    """Snapshot fields per worker for the demo contact center; ``step`` animates the trends."""
+    result = {}
+    for worker, channels in WORKER_CHANNELS.items():
+        windows = {}
+        for window in WINDOWS:
+            rows = []
+            for qi, queue in enumerate(queues):
+                drift = 0.06 * math.sin(step / 5.0 + qi * 1.3) + 0.025 * math.sin(step / 1.7 + qi)
+                for channel, share in channels:
+                    rows.append((queue, channel, queue_counts(queue, window, share, drift)))
+            windows[window] = rows
+        result[worker] = snapshot_fields(worker, at_ms, windows)
+    return result
+
+
+def expected_totals(snapshots: Mapping[str, Mapping[str, str]], window: str) -> dict[str, list[float]]:
+    """Independent re-computation: counts per queue (and ``*``) summed over the snapshots."""
+    totals: dict[str, list[float]] = {"*": kpi.zero_counts()}
+    for fields in snapshots.values():
+        for row in orjson.loads(fields[window]):
+            kpi.add_into(totals.setdefault(row["queue"], kpi.zero_counts()), row["counts"])
+            kpi.add_into(totals["*"], row["counts"])
+    return totals
+
+
+def js_round(x: float) -> int:
+    """JavaScript's Math.round (halves round up), to predict the page's text."""
+    return math.floor(x + 0.5)
+
+
+def percent_text(ratio: float) -> str:
+    return f"{js_round(ratio * 100)}%"
+
+
+def nps_text(score: float) -> str:
+    r = js_round(score)
+    return ("+" if r > 0 else "\u2212" if r < 0 else "") + str(abs(r))

@@ -1,0 +1,356 @@
+"""Wallboard logic without I/O: snapshot decoding, summing, ratios, confidence, alerts, trends, SSE."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import pytest
+
+from stream import kpi
+from stream.stats import wilson_interval
+from stream.wallboard.aggregate import (
+    ALL_QUEUES,
+    TILES,
+    SnapshotError,
+    attach_trends,
+    build_state,
+    parse_alerts,
+    parse_snapshot,
+    queue_order,
+    select_window,
+    sum_snapshots,
+    tile,
+    tile_status,
+    window_order,
+)
+from stream.wallboard.server import backoff_delay, token_ok
+from stream.wallboard.sse import StateHub, format_event, format_retry
+from stream.wallboard.trends import TrendBuffer
+from tests.e2e.seed import alert_payload, snapshot_fields, vector
+
+NOW = 1_795_457_633_636
+SPEC = {t.key: t for t in TILES}
+
+
+def fields(worker: str, rows: dict[str, list[tuple[str, str, list[float]]]], at: int = NOW) -> dict[str, str]:
+    return snapshot_fields(worker, at, rows)
+
+
+def csat(responses: int, satisfied: int) -> list[float]:
+    return vector(csat_responses=responses, csat_satisfied=satisfied, csat_score_sum=4 * responses)
+
+
+# -- summing ---------------------------------------------------------------------------------------
+def test_ratio_of_summed_counts_not_average_of_ratios() -> None:
+    a = parse_snapshot("a", fields("a", {"15m": [("billing", "voice", csat(10, 9))]}))
+    b = parse_snapshot("b", fields("b", {"15m": [("billing", "chat", csat(100, 10))]}))
+    totals = sum_snapshots([a, b], NOW, 60_000)
+    billing = totals.counts["15m"]["billing"]
+    assert billing[kpi.CSAT_RESPONSES] == 110
+    assert billing[kpi.CSAT_SATISFIED] == 19
+    value = tile(SPEC["csat_ratio"], billing, 20)["value"]
+    assert value == pytest.approx(19 / 110, abs=1e-6)
+    assert value != pytest.approx((0.9 + 0.1) / 2, abs=1e-3)  # the wrong way: averaging ratios
+
+
+def test_all_queues_row_sums_every_queue_and_channel() -> None:
+    a = parse_snapshot(
+        "a",
+        fields(
+            "a",
+            {
+                "15m": [
+                    ("billing", "voice", vector(contacts=40, repeat_contacts=10)),
+                    ("sales", "voice", vector(contacts=60, repeat_contacts=3)),
+                ]
+            },
+        ),
+    )
+    b = parse_snapshot(
+        "b", fields("b", {"15m": [("billing", "chat", vector(contacts=100, repeat_contacts=50))]})
+    )
+    totals = sum_snapshots([a, b], NOW, 60_000)
+    per_queue = totals.counts["15m"]
+    assert per_queue["billing"][kpi.CONTACTS] == 140
+    assert per_queue[ALL_QUEUES][kpi.CONTACTS] == 200
+    assert per_queue[ALL_QUEUES][kpi.REPEAT_CONTACTS] == 63
+    view = tile(SPEC["repeat_contact_ratio"], per_queue[ALL_QUEUES], 20)
+    assert view["value"] == pytest.approx(63 / 200)
+    assert view["n"] == 200
+
+
+def test_nps_from_summed_counts() -> None:
+    a = parse_snapshot(
+        "a",
+        fields("a", {"1h": [("q", "voice", vector(nps_responses=10, nps_promoters=10, nps_detractors=0))]}),
+    )
+    b = parse_snapshot(
+        "b",
+        fields("b", {"1h": [("q", "chat", vector(nps_responses=30, nps_promoters=0, nps_detractors=30))]}),
+    )
+    counts = sum_snapshots([a, b], NOW, 60_000).counts["1h"]["q"]
+    assert tile(SPEC["nps_score"], counts, 20)["value"] == pytest.approx(100 * (10 - 30) / 40)
+
+
+def test_stale_snapshot_is_left_out_and_listed() -> None:
+    fresh = parse_snapshot("a", fields("a", {"15m": [("q", "voice", csat(10, 5))]}, at=NOW - 5_000))
+    stale = parse_snapshot("b", fields("b", {"15m": [("q", "voice", csat(1000, 1000))]}, at=NOW - 120_000))
+    totals = sum_snapshots([stale, fresh], NOW, 60_000)
+    assert totals.counts["15m"]["q"][kpi.CSAT_RESPONSES] == 10
+    assert [(w.worker, w.stale) for w in totals.workers] == [("a", False), ("b", True)]
+    state = build_state(totals, [], now_ms=NOW, min_samples=20)
+    assert [w["stale"] for w in state["workers"]] == [False, True]
+    assert state["workers"][1]["age_s"] == 120.0
+
+
+def test_only_stale_snapshots_leave_empty_windows() -> None:
+    stale = parse_snapshot("b", fields("b", {"15m": [("q", "voice", csat(10, 9))]}, at=NOW - 600_000))
+    state = build_state(sum_snapshots([stale], NOW, 60_000), [], now_ms=NOW, min_samples=20, windows=["15m"])
+    (row,) = state["data"]["15m"]["queues"]
+    assert row["queue"] == ALL_QUEUES
+    assert row["tiles"]["csat_ratio"]["value"] is None
+    assert row["tiles"]["csat_ratio"]["status"] == "empty"
+
+
+# -- snapshot decoding -----------------------------------------------------------------------------
+def test_counters_are_mapped_by_name_from_meta() -> None:
+    # An older/newer worker: different order, one unknown counter, some counters missing.
+    names = ["csat_satisfied", "future_counter", "csat_responses"]
+    raw = {
+        "_meta": orjson.dumps({"worker": "w", "at": NOW, "counters": names, "windows": ["15m"]}).decode(),
+        "15m": orjson.dumps([{"queue": "q", "channel": "voice", "counts": [7, 999, 10]}]).decode(),
+    }
+    snap = parse_snapshot("w", raw)
+    (queue, counts) = snap.windows["15m"][0]
+    assert queue == "q"
+    assert counts[kpi.CSAT_SATISFIED] == 7
+    assert counts[kpi.CSAT_RESPONSES] == 10
+    assert sum(counts) == 17
+
+
+def test_shorter_vectors_and_bad_rows_are_tolerated() -> None:
+    raw = {
+        "_meta": orjson.dumps({"worker": "w", "at": NOW, "counters": list(kpi.COUNTERS)}).decode(),
+        "15m": orjson.dumps(
+            [
+                {"queue": "q", "channel": "voice", "counts": [5, 4]},
+                {"queue": "q"},
+                "junk",
+                {"queue": "q", "counts": [1, "x", None, -3, 2]},
+            ]
+        ).decode(),
+        "1h": "{not json",
+    }
+    snap = parse_snapshot("w", raw)
+    rows = snap.windows["15m"]
+    assert [r[1][kpi.CSAT_RESPONSES] for r in rows] == [5, 1]
+    assert rows[1][1][kpi.CSAT_SCORE_SUM] == 0  # "x" read as 0
+    assert "1h" not in snap.windows
+
+
+def test_snapshot_without_meta_raises() -> None:
+    with pytest.raises(SnapshotError):
+        parse_snapshot("w", {"15m": "[]"})
+    with pytest.raises(SnapshotError):
+        parse_snapshot("w", {"_meta": "nope"})
+    with pytest.raises(SnapshotError):
+        parse_snapshot("w", {"_meta": orjson.dumps({"worker": "w"}).decode()})
+
+
+def test_team_and_agent_rows_add_into_their_queue() -> None:
+    raw = {
+        "_meta": orjson.dumps(
+            {"worker": "w", "at": NOW, "counters": list(kpi.COUNTERS), "windows": ["15m"]}
+        ).decode(),
+        "15m": orjson.dumps(
+            [
+                {"queue": "q", "channel": "voice", "team": "t1", "agent": "a1", "counts": csat(3, 3)},
+                {"queue": "q", "channel": "voice", "team": "t2", "agent": "a2", "counts": csat(5, 0)},
+            ]
+        ).decode(),
+    }
+    totals = sum_snapshots([parse_snapshot("w", raw)], NOW, 60_000)
+    assert totals.counts["15m"]["q"][kpi.CSAT_RESPONSES] == 8
+
+
+# -- tiles -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("n", "low"), [(0, True), (1, True), (19, True), (20, False), (500, False)])
+def test_low_confidence_below_min_samples(n: int, low: bool) -> None:
+    view = tile(SPEC["csat_ratio"], csat(n, n // 2), 20)
+    assert view["low_confidence"] is low
+    assert view["n"] == n
+    if n == 0:
+        assert view["value"] is None
+        assert view["interval"] is None
+        assert view["status"] == "empty"
+
+
+def test_interval_is_wilson_and_contains_the_value() -> None:
+    view = tile(SPEC["ces_high_effort_ratio"], vector(ces_responses=57, ces_high_effort=24), 20)
+    low, high = wilson_interval(24, 57)
+    assert view["interval"] == [pytest.approx(low, abs=1e-6), pytest.approx(high, abs=1e-6)]
+    assert view["interval"][0] <= view["value"] <= view["interval"][1]
+
+
+def test_status_thresholds_in_both_directions() -> None:
+    csat_spec, effort = SPEC["csat_ratio"], SPEC["ces_high_effort_ratio"]
+    assert tile_status(csat_spec, 0.85) == "good"
+    assert tile_status(csat_spec, 0.75) == "warn"
+    assert tile_status(csat_spec, 0.60) == "bad"
+    assert tile_status(effort, 0.10) == "good"
+    assert tile_status(effort, 0.20) == "warn"
+    assert tile_status(effort, 0.40) == "bad"
+    assert tile_status(effort, None) == "empty"
+
+
+def test_tiles_cover_the_issue_kpis() -> None:
+    assert {t.key for t in TILES} == {
+        "csat_ratio",
+        "nps_score",
+        "ces_easy_ratio",
+        "ces_high_effort_ratio",
+        "repeat_contact_ratio",
+        "transfer_ratio",
+        "channel_switch_ratio",
+    }
+    assert all(t.key in kpi.derived_kpis(kpi.zero_counts()) for t in TILES)
+
+
+# -- alerts and the state document ---------------------------------------------------------------
+def _active(*alerts: dict) -> dict[str, str]:
+    return {a["id"]: orjson.dumps(a).decode() for a in alerts}
+
+
+def test_alerts_sorted_by_severity_then_newest_and_mapped_to_tiles() -> None:
+    old_page = alert_payload(
+        "ces_high_effort_spike", "billing", metric="cx_ces_high_effort_ratio", window="15m", value=0.4,
+        threshold=0.25, severity="page", since=NOW - 600_000,
+    )  # fmt: skip
+    new_warning = alert_payload(
+        "csat_low", "sales", metric="cx_csat_ratio", window="1h", value=0.6, threshold=0.7,
+        severity="warning", since=NOW - 1_000,
+    )  # fmt: skip
+    new_page = alert_payload(
+        "global", None, metric="cx_transfer_ratio", window="15m", value=0.4, threshold=0.3,
+        severity="page", since=NOW - 5_000,
+    )  # fmt: skip
+    acks = {old_page["id"]: orjson.dumps({"by": "sam", "at": NOW}).decode()}
+    alerts = parse_alerts({**_active(old_page, new_warning, new_page), "broken": "{"}, acks)
+    assert [a["id"] for a in alerts] == [new_page["id"], old_page["id"], new_warning["id"]]
+    assert alerts[0]["tile"] == {"queue": ALL_QUEUES, "kpi": "transfer_ratio"}
+    assert alerts[1]["tile"] == {"queue": "billing", "kpi": "ces_high_effort_ratio"}
+    assert alerts[1]["acked"] == {"by": "sam", "at": NOW}
+    assert alerts[2]["acked"] is None
+
+    snap = parse_snapshot(
+        "a",
+        fields(
+            "a",
+            {
+                "15m": [
+                    ("billing", "voice", vector(ces_responses=30, ces_high_effort=12)),
+                    ("sales", "voice", csat(40, 20)),
+                ]
+            },
+        ),
+    )
+    state = build_state(
+        sum_snapshots([snap], NOW, 60_000), alerts, now_ms=NOW, min_samples=20, windows=["15m", "1h"]
+    )
+    rows = {row["queue"]: row for row in state["data"]["15m"]["queues"]}
+    assert list(rows) == [ALL_QUEUES, "billing", "sales"]
+    assert rows["billing"]["tiles"]["ces_high_effort_ratio"]["alert"] == old_page["id"]
+    assert rows["billing"]["tiles"]["csat_ratio"]["alert"] is None
+    assert rows["sales"]["tiles"]["csat_ratio"]["alert"] == new_warning["id"]
+    assert rows[ALL_QUEUES]["tiles"]["transfer_ratio"]["alert"] == new_page["id"]
+    assert rows["billing"]["alerts"] == 1
+    assert state["windows"] == ["15m", "1h"]
+    assert state["data"]["1h"]["queues"][0]["queue"] == ALL_QUEUES  # configured window without data
+
+
+def test_select_window_falls_back_to_the_default() -> None:
+    snap = parse_snapshot("a", fields("a", {"15m": [], "1h": [], "24h": []}))
+    state = build_state(sum_snapshots([snap], NOW, 60_000), [], now_ms=NOW, min_samples=20)
+    assert state["windows"] == ["15m", "1h", "24h"]
+    assert list(select_window(state, "1h")["data"]) == ["1h"]
+    chosen = select_window(state, "5m")
+    assert chosen["window"] == "15m"
+    assert list(chosen["data"]) == ["15m"]
+
+
+def test_orders() -> None:
+    assert queue_order(["unknown", "sales", ALL_QUEUES, "Billing", "other", "apps"]) == [
+        ALL_QUEUES,
+        "apps",
+        "Billing",
+        "sales",
+        "other",
+        "unknown",
+    ]
+    assert window_order(["24h", "1h", "15m", "weird", "1h"]) == ["15m", "1h", "24h", "weird"]
+
+
+# -- trends ----------------------------------------------------------------------------------------
+def test_trend_ring_buffer_keeps_last_samples_with_gaps() -> None:
+    trends = TrendBuffer(size=3, interval_s=5)
+    key = ("15m", "q", "csat_ratio")
+    assert trends.due(0)
+    for i in range(5):
+        trends.sample([(key, i / 10)], now_ms=i * 5000)
+    assert trends[key] == [0.2, 0.3, 0.4]
+    assert not trends.due(4 * 5000 + 4999)
+    assert trends.due(5 * 5000)
+    trends.sample([], now_ms=25_000)  # the queue vanished: a gap
+    assert trends[key] == [0.3, 0.4, None]
+    trends.sample([(key, None)], now_ms=30_000)
+    trends.sample([], now_ms=35_000)
+    assert key not in trends  # nothing but gaps: dropped
+
+
+def test_trends_attach_to_state() -> None:
+    snap = parse_snapshot("a", fields("a", {"15m": [("q", "voice", csat(50, 40))]}))
+    state = build_state(sum_snapshots([snap], NOW, 60_000), [], now_ms=NOW, min_samples=20)
+    trends = TrendBuffer(size=5)
+    trends.sample_state(state["data"], NOW)
+    trends.sample_state(state["data"], NOW + 10_000)
+    attach_trends(state, trends)
+    q = next(r for r in state["data"]["15m"]["queues"] if r["queue"] == "q")
+    assert q["tiles"]["csat_ratio"]["trend"] == [0.8, 0.8]
+    assert q["tiles"]["nps_score"]["trend"] == []  # never had a value
+
+
+# -- SSE, auth, backoff ----------------------------------------------------------------------------
+def test_sse_wire_format() -> None:
+    assert format_event(b'{"a":1}', "state", 7) == b'event: state\nid: 7\ndata: {"a":1}\n\n'
+    assert format_event(b"x\ny") == b"data: x\\ny\n\n"
+    assert format_retry(2000) == b"retry: 2000\n\n"
+
+
+async def test_hub_wakes_waiters_and_renders_per_window() -> None:
+    hub = StateHub()
+    assert not await hub.wait(0, 0.01)
+    waiter = asyncio.create_task(hub.wait(0, 5))
+    await asyncio.sleep(0)
+    snap = parse_snapshot("a", fields("a", {"15m": [], "1h": []}))
+    hub.publish(build_state(sum_snapshots([snap], NOW, 60_000), [], now_ms=NOW, min_samples=20))
+    assert await waiter
+    assert list(orjson.loads(hub.render("1h"))["data"]) == ["1h"]
+    assert hub.render("1h") is hub.render("1h")  # cached per version
+    hub.close()
+    assert await hub.wait(hub.version, 5)
+
+
+def test_token_check() -> None:
+    assert token_ok(None, None)
+    assert token_ok("s3cret", "s3cret")
+    assert not token_ok("s3cret", None)
+    assert not token_ok("s3cret", "s3cre")
+    assert not token_ok("s3cret", "S3CRET")
+    assert token_ok("päss", "päss")
+
+
+def test_backoff_grows_to_a_cap() -> None:
+    assert 0.4 <= backoff_delay(1) <= 0.6
+    assert 0.8 <= backoff_delay(2) <= 1.2
+    assert 8.0 <= backoff_delay(50) <= 12.0
