@@ -50,6 +50,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     """Produce synthetic contact-center traffic, or write it to a JSONL file."""
     from stream import generator
+    from stream.security import kafka_client_kwargs
 
     settings = _settings(args)
     profile = generator.TrafficProfile.demo() if args.demo_profile else None
@@ -96,6 +97,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             bad_ratio=args.bad,
             progress=progress,
             progress_interval=5.0,
+            producer_options=kafka_client_kwargs(settings),
         )
     )
     print(f"done: {dict(stats.by_topic)} in {stats.elapsed_s:.1f}s")

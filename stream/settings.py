@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     )
     replication_factor: int = Field(1, ge=1, description="Replication for topics cxstream creates.")
     create_topics: bool = Field(True, description="Create missing input topics at start-up.")
+    deadletter_max_bytes: int = Field(
+        1_040_000,
+        ge=1024,
+        description="Dead-letter copies larger than this are truncated (header cx-truncated); "
+        "keep it under the broker's message.max.bytes (1 MiB by default).",
+    )
 
     # --- windows and state ------------------------------------------------
     windows: str = Field("15m,1h,24h", description="Rolling windows, comma-separated.")

@@ -105,7 +105,7 @@ def expected_kpis(
                 c["cx_nps_detractors"] += score <= 6
             else:
                 c["cx_ces_responses"] += 1
-                if event.get("scale", "agree_1_7") == "agree_1_7":
+                if (event.get("scale") or "agree_1_7") == "agree_1_7":
                     c["cx_ces_easy"] += score >= 5
                     c["cx_ces_high_effort"] += score <= 3
                 else:

@@ -275,14 +275,6 @@ def test_fuzz_10000_malformed_messages_among_valid_traffic(broker, topics: Topic
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (stream/app.py send_dead_letters): a dead letter is the whole rejected input plus "
-    "headers; when that exceeds the producer's max_request_size (16 MiB since faust_config sets it) "
-    "or the broker's message.max.bytes, the send fails, Faust's producer crashes the worker, and the "
-    "redelivered input crashes it again (a poison pill). Fix: truncate oversized dead-letter values "
-    "(e.g. to 64 KiB, with a cx-truncated/cx-original-size header).",
-)
 def test_input_too_large_for_a_dead_letter_copy_does_not_crash_the_worker(
     broker, topics: Topics, start_worker
 ) -> None:

@@ -1030,14 +1030,9 @@ def test_reason_codes_are_stable_ascii_tokens(corpus: list[FuzzCase]) -> None:
             assert set(case.reason) <= allowed, case.reason
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (stream/processor.py Processor.dim -> stream/state.py dim_key): with CXSTREAM_LABEL_TEAM "
-    "or CXSTREAM_LABEL_AGENT on, dim() calls dim_key(*parts) with 3-4 parts but dim_key takes exactly "
-    "(queue, channel): every valid event raises TypeError and is dead-lettered as "
-    "processing_error:TypeError; nothing is counted.",
-)
 def test_hostile_labels_are_counted_with_team_and_agent_labels_on(corpus: list[FuzzCase]) -> None:
+    """Regression: dim_key once took only (queue, channel), so with team/agent labels every
+    valid event was dead-lettered as processing_error:TypeError."""
     processor = Processor(Settings(label_team=True, label_agent=True))
     state = PartitionState(0)
     labelled = [c for c in corpus if c.label == "labels"]
