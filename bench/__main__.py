@@ -121,7 +121,7 @@ class PySpy:
         self.out = out
         exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
         if not Path(exe).exists():
-            raise SystemExit("--py-spy needs py-spy: .venv/bin/pip install py-spy")
+            raise SystemExit("--py-spy needs py-spy: .venv/bin/pip install -e '.[dev]'")
         self.proc = subprocess.Popen(
             [exe, "record", "-p", str(pid), "-r", str(rate), "-f", "raw", "-o", str(out), "--nonblocking"],
             stdout=subprocess.DEVNULL,
@@ -163,7 +163,7 @@ def run_benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "topics": topics.inputs,
             "partitions": args.partitions,
             "by_topic": data.counts,
-            "malformed": data.bad,
+            "malformed": expected["dead_letters"],
             "duplicate_ratio": common.DUPLICATE_RATIO,
             "event_time_span_s": round((data.last_ms - data.first_ms) / 1000),
             "mean_value_bytes": round(sum(len(v) for _, _, v in data.records) / n, 1),
@@ -369,6 +369,11 @@ def print_table(results: dict[str, Any]) -> None:
             f"{lat['missed']} missed; state committed p50 {lat['committed_p50_s']} s, "
             f"p99 {lat['committed_p99_s']} s)"
         )
+    pipeline = results.get("pipeline", {})
+    print(
+        f"pipeline counts exact (cx_events_total == in-process pipeline): {pipeline.get('exact')}; "
+        f"worker {results.get('worker_module')}"
+    )
     print(f"worker peak RSS (VmHWM): {fmt(results['rss_mb'], ' MB')}")
     scaling = results.get("scaling")
     if scaling:
@@ -417,6 +422,7 @@ def run_soak(args: argparse.Namespace, workdir: Path, out: Path) -> dict[str, An
         "duration_s": args.soak,
         "rate_eps": round(rate, 1),
         "worker_env": env,
+        "worker_module": args.worker_module,
         "machine": common.machine_info(),
         "samples": [],
     }
@@ -427,7 +433,13 @@ def run_soak(args: argparse.Namespace, workdir: Path, out: Path) -> dict[str, An
         topics = TopicSet(f"soak{os.getpid()}x{uuid.uuid4().hex[:6]}")
         asyncio.run(common.create_topics(broker.bootstrap, [*topics.inputs, topics.deadletter], 4))
         worker = common.start_worker(
-            broker.url, topics, f"soak-{uuid.uuid4().hex[:8]}", workdir, "soak", **env
+            broker.url,
+            topics,
+            f"soak-{uuid.uuid4().hex[:8]}",
+            workdir,
+            "soak",
+            module=args.worker_module,
+            **env,
         )
         load = None
         try:

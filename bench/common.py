@@ -53,10 +53,6 @@ class Dataset:
             out[kind] += 1
         return out
 
-    @property
-    def bad(self) -> int:
-        return sum(1 for _, _, v in self.records if not v.startswith(b"{"))
-
 
 def bench_profile(contacts_per_s: float = BENCH_CONTACTS_PER_S) -> TrafficProfile:
     """The compressed-time demo profile at a large contact centre's volume."""
