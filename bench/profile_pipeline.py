@@ -11,7 +11,7 @@ times three stages over it:
 * ``process``: ``Processor.process_batch`` per partition (validation, dedup, joins,
   buckets), what the agent calls;
 * ``process+commit``: the above plus ``StateLogTable.commit_batch`` with a stub
-  ``send_changelog`` (so it measures the changelog encoding, not the producer).
+  ``write_changelog`` (so it measures the changelog encoding, not the producer).
 
 Comparing ``process+commit`` with the worker's end-to-end rate (``python -m bench``)
 tells how much of the worker's time is the pipeline and how much Faust's per-event
@@ -78,11 +78,11 @@ def run_pipeline(batches: list[list[tuple[int, Any]]], settings: Any, commit: bo
     states: dict[int, PartitionState] = {}
     written = {"records": 0, "bytes": 0}
 
-    def send_changelog(partition: int, key: bytes, value: bytes, **_: Any) -> None:
-        written["records"] += 1
-        written["bytes"] += len(key) + len(value)
+    def write_changelog(partition: int, records: list[tuple[bytes, bytes]]) -> None:
+        written["records"] += len(records)
+        written["bytes"] += sum(len(key) + len(value) for key, value in records)
 
-    table = SimpleNamespace(send_changelog=send_changelog)
+    table = SimpleNamespace(write_changelog=write_changelog)
     wall = int(time.time() * 1000)
     dead_letters = forwarded = 0
     forwards: list[tuple[int, Any]] = []

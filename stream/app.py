@@ -10,9 +10,10 @@ import asyncio
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faust
+from aiokafka.partitioner import DefaultPartitioner
 from faust.types import EventT
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -29,7 +30,11 @@ from stream.processor import (
 from stream.settings import Settings
 from stream.state import PartitionState
 from stream.timeutil import now_ms
+from stream.transport import MAX_BATCH_BYTES, CxApp, RecordChunk
 from stream.windows import WindowReader
+
+if TYPE_CHECKING:
+    from stream.alerting.service import AlertService
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +49,8 @@ class CxStream:
     processor: Processor
     reader: WindowReader
     registry: CollectorRegistry
+    #: Alert evaluation, Redis writes and snapshots (set by :func:`stream.alerting.install`).
+    alerting: AlertService | None = None
 
     def states(self) -> list[PartitionState]:
         """States of the partitions this worker owns right now."""
@@ -81,6 +88,8 @@ def faust_config(settings: Settings) -> dict[str, Any]:
         "table_standby_replicas": 0,
         "stream_buffer_maxsize": 65536,
         "producer_linger": 0.005,
+        # Whole commits go out as producer batches (stream/transport.py).
+        "producer_max_batch_size": MAX_BATCH_BYTES,
         # A dead letter is a rejected input plus headers, so the producer must take more
         # than the largest input the broker accepts (Faust's default, 1,000,000 bytes, is
         # below Kafka's 1 MiB message.max.bytes: a 1 MB input would crash the worker).
@@ -92,7 +101,8 @@ def faust_config(settings: Settings) -> dict[str, Any]:
 
 def create_app(settings: Settings) -> CxStream:
     """Build the Faust app, its table, agent, timer and web pages from settings."""
-    app = faust.App(settings.app_id, **faust_config(settings))
+    app = CxApp(settings.app_id, **faust_config(settings))
+    app.fetch_max_wait_ms = int(settings.seconds("fetch_max_wait") * 1000)
     # Faust hard-codes a 100-message producer buffer; each batch writes more than that.
     app.producer.buffer.max_messages = settings.producer_buffer_max
 
@@ -118,6 +128,10 @@ def create_app(settings: Settings) -> CxStream:
         partitions=settings.partitions,
         key_serializer="raw",
         value_serializer="raw",
+    )
+    # Input topics arrive as one message per fetched chunk (stream/transport.py).
+    app.chunked_topics = frozenset(
+        (settings.topic_interactions, settings.topic_surveys, customer_topic_name_)
     )
     table = StateLogTable(
         app,
@@ -166,6 +180,29 @@ def create_app(settings: Settings) -> CxStream:
             futures.append(deadletter.send_soon(key=item.key, value=value, headers=headers))
         return futures
 
+    partitioner = DefaultPartitioner()
+    customer_partitions = list(range(settings.partitions))
+
+    def send_forwards(forwards: list[tuple[str, bytes]]) -> list[Any]:
+        """Re-key contact starts by customer: one producer batch per customer-topic partition.
+
+        Partitioned like Kafka's default partitioner (murmur2 of the key), so a
+        customer always lands on the same partition, as with ``topic.send``.
+        """
+        by_partition: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
+        for customer, record in forwards:
+            key = customer.encode()
+            partition = partitioner(key, customer_partitions, customer_partitions)
+            by_partition[partition].append((key, record))
+        send_records = getattr(app.producer, "send_records", None)
+        if send_records is None:  # a producer without batched writes
+            return [
+                customer_topic.send_soon(key=key, value=record, partition=partition)
+                for partition, records in by_partition.items()
+                for key, record in records
+            ]
+        return [send_records(customer_topic_name_, p, records) for p, records in by_partition.items()]
+
     # Batches and timer ticks both mutate partition state and then commit it; the lock
     # keeps a tick from committing a batch's changes while that batch awaits its outputs.
     state_lock = asyncio.Lock()
@@ -180,9 +217,16 @@ def create_app(settings: Settings) -> CxStream:
         by_partition: dict[int, list[InputMessage]] = defaultdict(list)
         for event in events:
             message = event.message
-            by_partition[message.partition].append(
-                InputMessage(message.topic, message.offset, message.key, message.value)
-            )
+            value = message.value
+            if type(value) is RecordChunk:
+                topic = message.topic
+                by_partition[message.partition].extend(
+                    [InputMessage(topic, r.offset, r.key, r.value) for r in value]
+                )
+            else:
+                by_partition[message.partition].append(
+                    InputMessage(message.topic, message.offset, message.key, value)
+                )
         wall = now_ms()
         async with state_lock:
             touched: list[PartitionState] = []
@@ -193,10 +237,7 @@ def create_app(settings: Settings) -> CxStream:
                 if dead:
                     outputs.extend(send_dead_letters(dead))
                 if state.customer_forwards:
-                    outputs.extend(
-                        customer_topic.send_soon(key=customer.encode(), value=record)
-                        for customer, record in state.customer_forwards
-                    )
+                    outputs.extend(send_forwards(state.customer_forwards))
                     state.customer_forwards = []
                 touched.append(state)
             if outputs:

@@ -42,6 +42,50 @@ from stream.state import (
 log = logging.getLogger(__name__)
 
 
+def changelog_records(state: PartitionState) -> list[tuple[bytes, bytes]]:
+    """Encode what the last batch changed as changelog records ending with the marker.
+
+    Every record is tagged with the batch's ``(generation, sequence)``; the dirty sets
+    are reset, so the next batch starts clean.
+    """
+    state.sequence += 1
+    generation, sequence = state.generation, state.sequence
+    dumps = orjson.dumps
+    records: list[tuple[bytes, bytes]] = []
+
+    def put(key: str, payload: Any) -> None:
+        records.append((key.encode(), dumps([generation, sequence, payload])))
+
+    for key in state.deleted_keys:
+        put(key, None)
+    for bucket_start in state.dirty_buckets:
+        dims = state.buckets.get(bucket_start)
+        if dims is not None:
+            put(f"{BUCKET_PREFIX}{bucket_start}", dims)
+    for contact_id in state.dirty_contacts:
+        record = state.contacts.get(contact_id)
+        if record is not None:
+            put(f"{CONTACT_PREFIX}{contact_id}", record)
+    for customer_id in state.dirty_customers:
+        history = state.customers.get(customer_id)
+        if history is not None:
+            put(f"{CUSTOMER_PREFIX}{customer_id}", history)
+    if state.new_dedup:
+        key = f"{DEDUP_PREFIX}{generation}:{sequence}"
+        dedup = state.dedup
+        ids = state.new_dedup
+        put(key, {"n": state.new_dedup_newest_ms, "ids": ids, "o": [dedup[i] for i in ids]})
+        state.dedup_batches.append(DedupBatch(key, state.new_dedup_newest_ms, ids))
+    put(MARKER_KEY, {"o": state.offsets, "w": state.watermark_ms})
+    state.deleted_keys = []
+    state.dirty_buckets = set()
+    state.dirty_contacts = set()
+    state.dirty_customers = set()
+    state.new_dedup = []
+    state.new_dedup_newest_ms = 0
+    return records
+
+
 class StateLogTable(faust.Table):
     """A Faust table used as the transactional log of :class:`PartitionState` objects.
 
@@ -81,51 +125,22 @@ class StateLogTable(faust.Table):
     # -- writing -----------------------------------------------------------------
     def commit_batch(self, state: PartitionState) -> int:
         """Write what the last batch changed, then the marker; return records written."""
-        partition = state.partition
-        state.sequence += 1
-        tag = (state.generation, state.sequence)
-        send = self.send_changelog
-        written = 0
+        records = changelog_records(state)
+        self.write_changelog(state.partition, records)
+        return len(records)
 
-        def put(key: str, payload: Any) -> None:
-            nonlocal written
-            send(
-                partition,
-                key.encode(),
-                orjson.dumps([tag[0], tag[1], payload]),
-                key_serializer="raw",
-                value_serializer="raw",
-            )
-            written += 1
+    def write_changelog(self, partition: int, records: list[tuple[bytes, bytes]]) -> None:
+        """Send one commit's records to the changelog partition, in order.
 
-        for key in state.deleted_keys:
-            put(key, None)
-        for bucket_start in state.dirty_buckets:
-            dims = state.buckets.get(bucket_start)
-            if dims is not None:
-                put(f"{BUCKET_PREFIX}{bucket_start}", dims)
-        for contact_id in state.dirty_contacts:
-            record = state.contacts.get(contact_id)
-            if record is not None:
-                put(f"{CONTACT_PREFIX}{contact_id}", record)
-        for customer_id in state.dirty_customers:
-            history = state.customers.get(customer_id)
-            if history is not None:
-                put(f"{CUSTOMER_PREFIX}{customer_id}", history)
-        if state.new_dedup:
-            key = f"{DEDUP_PREFIX}{tag[0]}:{tag[1]}"
-            dedup = state.dedup
-            ids = state.new_dedup
-            put(key, {"n": state.new_dedup_newest_ms, "ids": ids, "o": [dedup[i] for i in ids]})
-            state.dedup_batches.append(DedupBatch(key, state.new_dedup_newest_ms, ids))
-        put(MARKER_KEY, {"o": state.offsets, "w": state.watermark_ms})
-        state.deleted_keys = []
-        state.dirty_buckets = set()
-        state.dirty_contacts = set()
-        state.dirty_customers = set()
-        state.new_dedup = []
-        state.new_dedup_newest_ms = 0
-        return written
+        With cxstream's transport (stream/transport.py) they go out as one producer
+        batch; any other Faust producer gets them record by record.
+        """
+        send_records = getattr(self.app.producer, "send_records", None)
+        if send_records is not None:
+            send_records(self.changelog_topic.get_topic_name(), partition, records)
+            return
+        for key, value in records:
+            self.send_changelog(partition, key, value, key_serializer="raw", value_serializer="raw")
 
     # -- recovery ----------------------------------------------------------------
     def apply_changelog_batch(self, batch: Iterable[EventT]) -> None:

@@ -91,6 +91,11 @@ class Settings(BaseSettings):
         "state recovery. Set automatically in embedded mode; never needed on Apache Kafka.",
     )
     tick_interval: str = Field("5s", description="How often idle partitions expire state.")
+    fetch_max_wait: str = Field(
+        "100ms",
+        description="Longest a consumer fetch waits for data (Faust hard-codes 1.5s). Kafka answers "
+        "as soon as data arrives; tansu holds every fetch for the full wait, so this bounds latency there.",
+    )
 
     # --- high-effort signals (repeat contacts, channel switches) -----------
     repeat_horizon: str = Field(
@@ -178,6 +183,7 @@ class Settings(BaseSettings):
         "batch_within",
         "session_timeout",
         "tick_interval",
+        "fetch_max_wait",
         "repeat_horizon",
         "alert_interval",
         "snapshot_interval",

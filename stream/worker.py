@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 
 from stream.settings import Settings
@@ -33,5 +34,21 @@ def run_worker(settings: Settings) -> None:
         cx.app.conf.web_host,
         settings.web_port,
     )
+    tune_gc()
     worker = Worker(cx.app, loglevel=settings.log_level.upper(), quiet=True)
     worker.execute_from_commandline()
+
+
+def tune_gc() -> None:
+    """Make full garbage collections rare: the state is millions of small acyclic objects.
+
+    A full (generation 2) collection walks every tracked object, ~0.3 s per 300k
+    contacts here, stalling the event loop for seconds once a day of state is held.
+    Reference counting frees almost all of the state (it has no cycles), so the
+    young generations run as usual (they catch asyncio's cyclic garbage) while a
+    full collection needs a thousand generation-1 runs. ``gc.freeze`` moves the
+    objects created at start-up (modules, the app) out of every collection.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 50, 1_000)

@@ -25,5 +25,5 @@ def install(cx: CxStream) -> AlertService:
 
     rules = load_rules_for(cx.settings, label_names_of(cx.processor))
     service = install_service(cx, rules)
-    cx.alerting = service  # type: ignore[attr-defined]
+    cx.alerting = service
     return service

@@ -37,12 +37,7 @@ from typing import Any
 from stream import kpi, stats
 from stream.alerting.rules import DEFAULT_SUMMARY, Rule, summary_fields
 from stream.kpi import Counts
-from stream.state import split_dim_key
-
-try:  # channel-transition counts share the bucket dicts; their keys are not label sets
-    from stream.state import TRANSITION_MARK
-except ImportError:  # pragma: no cover - older state layout without transition counts
-    TRANSITION_MARK = "\x1e"
+from stream.state import TRANSITION_MARK, split_dim_key
 
 WindowTotals = Mapping[str, Mapping[str, Counts]]
 GroupKey = tuple[str, ...]
@@ -139,7 +134,7 @@ def group_totals(
     positions = [label_names.index(label) for label in group_by]
     groups: dict[GroupKey, Counts] = {}
     for dim, counts in per_dim.items():
-        if dim.startswith(TRANSITION_MARK):
+        if dim.startswith(TRANSITION_MARK):  # channel-transition counts, not a label set
             continue
         parts = split_dim_key(dim)
         key = tuple(parts[i] if i < len(parts) else "" for i in positions)

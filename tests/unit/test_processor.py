@@ -44,8 +44,8 @@ class FakeChangelog:
     def __init__(self) -> None:
         self.sent: list[tuple[int, bytes, Any]] = []
 
-    def send_changelog(self, partition: int, key: bytes, value: bytes, **_: Any) -> None:
-        self.sent.append((partition, key, orjson.loads(value)))
+    def write_changelog(self, partition: int, records: list[tuple[bytes, bytes]]) -> None:
+        self.sent.extend((partition, key, orjson.loads(value)) for key, value in records)
 
 
 def commit(state: PartitionState, log: FakeChangelog | None = None) -> FakeChangelog:

@@ -1,0 +1,253 @@
+"""Faust's Kafka transport with cxstream's hot-path changes: chunked delivery, batched writes.
+
+Why: stock Faust spends about 100 us of event-loop time per consumed record (two
+tasks and an ``asyncio.wait`` in the fetcher, a decode, an ``Event``, a queue hop
+and an ack) and about 30 us per produced record (``FutureMessage``, producer buffer,
+``AIOKafkaProducer.send``). That caps any Faust worker near 5-10k events/s however
+lean the agent is (docs/performance.md has the profiles). Three changes, each kept
+inside Faust's own contracts (offset tracking, commits, rebalances, recovery):
+
+1. :class:`ChunkedConsumer` hands the records of one topic-partition from one fetch
+   to the agent as *one* Faust message whose value is a :class:`RecordChunk`, for the
+   topics named in :attr:`CxApp.chunked_topics` only (never table changelogs:
+   Faust's recovery reads those record by record). Acking the message acks every
+   offset it carries, so commits and gap tracking are unchanged.
+2. :class:`BatchingProducer.send_records` appends many records for one partition to
+   aiokafka ``BatchBuilder`` objects and sends them with ``send_batch``, in order per
+   partition; ``flush`` (which Faust awaits before every offset commit) waits for
+   them, so a commit never gets ahead of the state it covers.
+3. The consumer's fetch long-poll (Faust hard-codes 1.5 s) is a setting: Kafka
+   answers a fetch as soon as data arrives, but tansu holds it for the full wait,
+   which adds up to 1.5 s of latency per hop there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import faust
+from faust.transport import consumer as base_consumer
+from faust.transport.drivers import aiokafka as driver
+from faust.types import TP
+from faust.types.tuples import ConsumerMessage
+
+log = logging.getLogger(__name__)
+
+#: Faust's hard-coded fetch long-poll, kept when the setting is absent.
+FAUST_FETCH_MAX_WAIT_MS = 1500
+#: Largest producer batch: below Kafka's default message.max.bytes (1 MiB + overhead).
+MAX_BATCH_BYTES = 1_000_000
+
+
+class RecordChunk(list):  # type: ignore[type-arg]
+    """The aiokafka records of one topic-partition from one fetch, as one Faust message value."""
+
+    __slots__ = ()
+
+
+class CxApp(faust.App):
+    """A Faust app whose transport is :class:`CxTransport`.
+
+    ``chunked_topics``: topics delivered as :class:`RecordChunk` messages (raw bytes
+    serializers only). ``fetch_max_wait_ms``: the consumer's fetch long-poll.
+    """
+
+    chunked_topics: frozenset[str] = frozenset()
+    fetch_max_wait_ms: int = FAUST_FETCH_MAX_WAIT_MS
+
+    def _new_transport(self) -> Any:
+        return CxTransport(self.conf.broker_consumer, self)
+
+    def _new_producer_transport(self) -> Any:
+        return CxTransport(self.conf.broker_producer, self)
+
+
+class TunedConsumerThread(driver.AIOKafkaConsumerThread):
+    """The aiokafka consumer thread with the app's fetch long-poll."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        # Read by AIOKafkaConsumer.start() when it builds its fetcher.
+        consumer._fetch_max_wait_ms = getattr(self.app, "fetch_max_wait_ms", FAUST_FETCH_MAX_WAIT_MS)
+        return consumer
+
+
+class ChunkedConsumer(driver.Consumer):
+    """Faust's aiokafka consumer, delivering chunks of records for chosen topics."""
+
+    def _new_consumer_thread(self) -> Any:
+        return TunedConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - needs a broker
+        """Faust's fetch loop, one callback per chunk instead of per record.
+
+        Mirrors ``faust.transport.consumer.Consumer._drain_messages`` (read-offset
+        filtering, gap tracking, commit_every, flow control, generation checks) for
+        faust-streaming 0.15.x; topics not in ``chunked_topics`` go record by record.
+        """
+        callback = self.callback
+        consumer_should_stop = self._stopped.is_set
+        fetcher_should_stop = fetcher._stopped.is_set
+        get_read_offset = self._read_offset.__getitem__
+        set_read_offset = self._read_offset.__setitem__
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        chunked_topics: frozenset[str] = getattr(self.app, "chunked_topics", frozenset())
+        to_message = self._to_message
+        track_end_offset = self.app.monitor.track_tp_end_offset
+        try:
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                records, active = await self._wait_next_records(1.0)
+                await self.sleep(0)
+                if not records or self.should_stop or not self.flow_active:
+                    continue
+                generation = self.app.consumer_generation_id
+                for tp, fetched in records.items():
+                    if active is not None and tp not in active and tp not in self._buffered_partitions:
+                        continue
+                    if self.app.consumer_generation_id != generation or not self.flow_active:
+                        break
+                    r_offset = get_read_offset(tp)
+                    chunk = fetched if r_offset is None else [r for r in fetched if r.offset >= r_offset]
+                    if not chunk:
+                        continue
+                    track_end_offset(tp, self.highwater(tp))
+                    first = chunk[0].offset
+                    if r_offset and first - r_offset > 1 and acks_enabled_for(tp.topic):
+                        await self._add_gap(tp, r_offset + 1, first)
+                    if tp.topic in chunked_topics:
+                        await self._deliver(callback(self._chunk_message(tp, chunk)))
+                    else:
+                        for record in chunk:
+                            await self._deliver(callback(to_message(tp, record)))
+                    set_read_offset(tp, chunk[-1].offset)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                self.log.info("Broker stopped consumer, shutting down...")
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                self.log.info("Consumer shutting down for user cancel.")
+                return
+            raise
+        except Exception as exc:
+            self.log.exception("Drain messages raised: %r", exc)
+            raise
+
+    async def _deliver(self, delivery: Any) -> None:
+        if self._commit_every is not None and self._n_acked >= self._commit_every:
+            self._n_acked = 0
+            await self.commit()
+        await self.wait_first(delivery, self.suspend_flow.wait())
+
+    def _chunk_message(self, tp: TP, chunk: Sequence[Any]) -> ConsumerMessage:
+        """One Faust message for a chunk: the last record's position, all records as value."""
+        last = chunk[-1]
+        return ConsumerMessage(
+            tp.topic,
+            tp.partition,
+            last.offset,
+            (last.timestamp or 0) / 1000.0,
+            last.timestamp_type,
+            [],
+            None,
+            RecordChunk(chunk),  # type: ignore[arg-type]  # the agent reads it, not a serializer
+            None,
+            0,
+            sum(r.serialized_value_size for r in chunk),
+            tp,
+            generation_id=self.app.consumer_generation_id,
+        )
+
+    def ack(self, message: Any) -> bool:
+        """Ack a message; for a chunk, also every earlier offset it carries."""
+        done: bool = base_consumer.Consumer.ack(self, message)
+        value = message.value
+        if done and type(value) is RecordChunk and len(value) > 1:
+            with base_consumer.ack_lock:
+                tp = message.tp
+                committed = self._committed_offset[tp]
+                index = self._acked_index[tp]
+                acked = self._acked[tp]
+                for record in value[:-1]:
+                    offset = record.offset
+                    if (committed is None or offset >= committed) and offset not in index:
+                        index.add(offset)
+                        acked.append(offset)
+                        self._n_acked += 1
+        return done
+
+
+class BatchingProducer(driver.Producer):
+    """Faust's aiokafka producer plus ordered, batched writes of many records."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._tails: dict[tuple[str, int], asyncio.Future[None]] = {}
+        self._in_flight: set[asyncio.Future[None]] = set()
+        self._failure: BaseException | None = None
+        self._crashing: asyncio.Future[None] | None = None
+
+    def send_records(
+        self, topic: str, partition: int, records: Iterable[tuple[bytes | None, bytes | None]]
+    ) -> asyncio.Future[None]:
+        """Schedule ``(key, value)`` records for one partition; resolves once all are stored.
+
+        Writes for the same partition are sent in call order (each waits for the one
+        before), so the state log's commit markers always follow their records.
+        """
+        producer = self._ensure_producer()
+        batches = [producer.create_batch()]
+        for key, value in records:
+            if batches[-1].append(key=key, value=value, timestamp=None) is None:
+                batches.append(producer.create_batch())
+                if batches[-1].append(key=key, value=value, timestamp=None) is None:
+                    raise ValueError(f"a record of {len(value or b'')} bytes exceeds a producer batch")
+        tail_key = (topic, partition)
+        previous = self._tails.get(tail_key)
+
+        async def send_in_order() -> None:
+            nonlocal previous
+            if previous is not None:
+                await previous
+                previous = None  # no chain of finished futures kept alive
+            delivered = [await producer.send_batch(b, topic, partition=partition) for b in batches]
+            await asyncio.gather(*delivered)
+
+        task: asyncio.Future[None] = asyncio.ensure_future(send_in_order())
+        self._tails[tail_key] = task
+        self._in_flight.add(task)
+        task.add_done_callback(self._sent)
+        return task
+
+    def _sent(self, task: asyncio.Future[None]) -> None:
+        self._in_flight.discard(task)
+        for key, tail in list(self._tails.items()):
+            if tail is task:
+                del self._tails[key]
+        exc = None if task.cancelled() else task.exception()
+        if exc is not None and self._failure is None:
+            # Sticky: no later commit may cover records that were never stored, so every
+            # flush fails from now on and the worker stops; a restart resumes from the
+            # last commit marker and re-reads the input after it.
+            self._failure = exc
+            log.error("batched write failed, stopping the worker: %r", exc)
+            self._crashing = asyncio.ensure_future(self.crash(exc))
+
+    async def flush(self) -> None:
+        """Wait for batched writes too (Faust calls this before committing offsets)."""
+        while self._in_flight:
+            await asyncio.gather(*list(self._in_flight), return_exceptions=True)
+        if self._failure is not None:
+            raise self._failure
+        await super().flush()
+
+
+class CxTransport(driver.Transport):
+    """The aiokafka transport with :class:`ChunkedConsumer` and :class:`BatchingProducer`."""
+
+    Consumer = ChunkedConsumer
+    Producer = BatchingProducer
