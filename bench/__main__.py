@@ -56,7 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--worker-module",
         default="stream",
-        help="run workers as `python -m MODULE` (default: stream worker; bench.fastpath: experiment)",
+        help="run workers as `python -m MODULE` (default: `python -m stream worker`)",
     )
     parser.add_argument(
         "--worker-env",

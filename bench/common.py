@@ -296,7 +296,7 @@ def start_worker(
     module: str = "stream",
     **extra: str,
 ) -> Child:
-    """``python -m stream worker`` (or ``python -m <module>``, e.g. bench.fastpath) as a child."""
+    """``python -m stream worker`` (or ``python -m <module>``: another worker build to compare) as a child."""
     port = free_port()
     env = worker_env(broker_url, topics, app_id, workdir / f"{name}-data", port, **extra)
     argv = [sys.executable, "-m", module] + (["worker"] if module == "stream" else [])
