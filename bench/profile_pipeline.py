@@ -78,7 +78,7 @@ def run_pipeline(batches: list[list[tuple[int, Any]]], settings: Any, commit: bo
     states: dict[int, PartitionState] = {}
     written = {"records": 0, "bytes": 0}
 
-    def write_changelog(partition: int, records: list[tuple[bytes, bytes]]) -> None:
+    def write_changelog(partition: int, records: list[tuple[bytes, bytes]], after: Any = ()) -> None:
         written["records"] += len(records)
         written["bytes"] += sum(len(key) + len(value) for key, value in records)
 

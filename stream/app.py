@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Batched producer writes (changelog, re-keying) queued before the agent waits.
+MAX_WRITES_IN_FLIGHT = 256
+
 
 @dataclass
 class CxStream:
@@ -115,14 +118,6 @@ def create_app(settings: Settings) -> CxStream:
         key_serializer="raw",
         value_serializer="raw",
     )
-    # Contact starts re-keyed by customer_id, so one worker sees all of a customer's contacts.
-    customer_topic = app.topic(
-        customer_topic_name_,
-        partitions=settings.partitions,
-        key_serializer="raw",
-        value_serializer="raw",
-        internal=True,
-    )
     deadletter = app.topic(
         settings.topic_deadletter,
         partitions=settings.partitions,
@@ -186,6 +181,9 @@ def create_app(settings: Settings) -> CxStream:
     def send_forwards(forwards: list[tuple[str, bytes]]) -> list[Any]:
         """Re-key contact starts by customer: one producer batch per customer-topic partition.
 
+        The customer topic (``<app_id>-customer-contacts``, an input of the agent too)
+        lets one partition see all of a customer's contacts, like Faust's ``group_by``.
+
         Partitioned like Kafka's default partitioner (murmur2 of the key), so a
         customer always lands on the same partition, as with ``topic.send``.
         """
@@ -194,25 +192,21 @@ def create_app(settings: Settings) -> CxStream:
             key = customer.encode()
             partition = partitioner(key, customer_partitions, customer_partitions)
             by_partition[partition].append((key, record))
-        send_records = getattr(app.producer, "send_records", None)
-        if send_records is None:  # a producer without batched writes
-            return [
-                customer_topic.send_soon(key=key, value=record, partition=partition)
-                for partition, records in by_partition.items()
-                for key, record in records
-            ]
+        send_records = app.producer.send_records  # type: ignore[attr-defined]
         return [send_records(customer_topic_name_, p, records) for p, records in by_partition.items()]
 
     # Batches and timer ticks both mutate partition state and then commit it; the lock
-    # keeps a tick from committing a batch's changes while that batch awaits its outputs.
+    # keeps them from interleaving should either ever await between the two.
     state_lock = asyncio.Lock()
 
     async def handle_batch(events: list[EventT]) -> None:
         """Apply one batch: group by partition, process, emit outputs, persist atomically.
 
         Dead letters and customer re-keyed records must be durable before the commit
-        marker says their input is done, or a crash in between would lose them: so they
-        are awaited (once per batch, not per event) before the batch is committed.
+        marker says their input is done, or a crash in between would lose them. The
+        changelog write of each partition's batch therefore waits for that batch's
+        outputs (``after``) in the producer, not here: the agent goes on with the next
+        batch meanwhile, and Faust commits offsets only after all of it is stored.
         """
         by_partition: dict[int, list[InputMessage]] = defaultdict(list)
         for event in events:
@@ -229,21 +223,16 @@ def create_app(settings: Settings) -> CxStream:
                 )
         wall = now_ms()
         async with state_lock:
-            touched: list[PartitionState] = []
-            outputs: list[Any] = []
             for partition, messages in by_partition.items():
                 state = table.state_for(partition)
                 dead = processor.process_batch(state, messages, wall)
-                if dead:
-                    outputs.extend(send_dead_letters(dead))
+                outputs = send_dead_letters(dead) if dead else []
                 if state.customer_forwards:
                     outputs.extend(send_forwards(state.customer_forwards))
                     state.customer_forwards = []
-                touched.append(state)
-            if outputs:
-                await asyncio.gather(*outputs)
-            for state in touched:
-                table.commit_batch(state)
+                table.commit_batch(state, after=outputs)
+        # Bounded memory when the broker is slow: at most this many writes queued.
+        await app.producer.wait_for_room(MAX_WRITES_IN_FLIGHT)  # type: ignore[attr-defined]
 
     @app.agent(inputs, name="cx-process")
     async def process(stream: faust.StreamT) -> None:

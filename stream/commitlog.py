@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import faust
@@ -123,24 +123,27 @@ class StateLogTable(faust.Table):
             close()
 
     # -- writing -----------------------------------------------------------------
-    def commit_batch(self, state: PartitionState) -> int:
-        """Write what the last batch changed, then the marker; return records written."""
+    def commit_batch(self, state: PartitionState, after: Sequence[Awaitable[Any]] = ()) -> int:
+        """Write what the last batch changed, then the marker; return records written.
+
+        ``after``: writes (dead letters, re-keyed records) that must be stored before
+        this batch's records and marker are sent.
+        """
         records = changelog_records(state)
-        self.write_changelog(state.partition, records)
+        self.write_changelog(state.partition, records, after)
         return len(records)
 
-    def write_changelog(self, partition: int, records: list[tuple[bytes, bytes]]) -> None:
-        """Send one commit's records to the changelog partition, in order.
+    def write_changelog(
+        self, partition: int, records: list[tuple[bytes, bytes]], after: Sequence[Awaitable[Any]] = ()
+    ) -> None:
+        """Send one commit's records to the changelog partition as producer batches, in order.
 
-        With cxstream's transport (stream/transport.py) they go out as one producer
-        batch; any other Faust producer gets them record by record.
+        Needs cxstream's producer (stream/transport.py ``BatchingProducer``), which
+        Faust's pre-commit flush waits for.
         """
-        send_records = getattr(self.app.producer, "send_records", None)
-        if send_records is not None:
-            send_records(self.changelog_topic.get_topic_name(), partition, records)
-            return
-        for key, value in records:
-            self.send_changelog(partition, key, value, key_serializer="raw", value_serializer="raw")
+        self.app.producer.send_records(  # type: ignore[attr-defined]
+            self.changelog_topic.get_topic_name(), partition, records, after=after
+        )
 
     # -- recovery ----------------------------------------------------------------
     def apply_changelog_batch(self, batch: Iterable[EventT]) -> None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from typing import Any
 
 import faust
@@ -192,12 +192,20 @@ class BatchingProducer(driver.Producer):
         self._crashing: asyncio.Future[None] | None = None
 
     def send_records(
-        self, topic: str, partition: int, records: Iterable[tuple[bytes | None, bytes | None]]
+        self,
+        topic: str,
+        partition: int,
+        records: Iterable[tuple[bytes | None, bytes | None]],
+        *,
+        after: Sequence[Awaitable[Any]] = (),
     ) -> asyncio.Future[None]:
         """Schedule ``(key, value)`` records for one partition; resolves once all are stored.
 
         Writes for the same partition are sent in call order (each waits for the one
-        before), so the state log's commit markers always follow their records.
+        before), so the state log's commit markers always follow their records. With
+        ``after``, the records are sent only once those writes are stored: a batch's
+        commit marker never becomes durable before its dead letters and re-keyed
+        records, yet the caller does not have to wait for them.
         """
         producer = self._ensure_producer()
         batches = [producer.create_batch()]
@@ -210,10 +218,13 @@ class BatchingProducer(driver.Producer):
         previous = self._tails.get(tail_key)
 
         async def send_in_order() -> None:
-            nonlocal previous
+            nonlocal previous, after
             if previous is not None:
                 await previous
                 previous = None  # no chain of finished futures kept alive
+            if after:
+                await asyncio.gather(*after)
+                after = ()
             delivered = [await producer.send_batch(b, topic, partition=partition) for b in batches]
             await asyncio.gather(*delivered)
 
@@ -237,10 +248,21 @@ class BatchingProducer(driver.Producer):
             log.error("batched write failed, stopping the worker: %r", exc)
             self._crashing = asyncio.ensure_future(self.crash(exc))
 
+    async def wait_for_room(self, limit: int) -> None:
+        """Backpressure: wait while more than ``limit`` batched writes are in flight."""
+        while len(self._in_flight) > limit:
+            await asyncio.wait(list(self._in_flight), return_when=asyncio.FIRST_COMPLETED)
+
     async def flush(self) -> None:
-        """Wait for batched writes too (Faust calls this before committing offsets)."""
-        while self._in_flight:
-            await asyncio.gather(*list(self._in_flight), return_exceptions=True)
+        """Wait for batched writes too (Faust calls this before committing offsets).
+
+        Only for the writes scheduled before the call: those cover every offset the
+        commit can include, and waiting for later ones too would postpone commits
+        forever under steady traffic.
+        """
+        pending = list(self._in_flight)
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
         if self._failure is not None:
             raise self._failure
         await super().flush()

@@ -44,7 +44,7 @@ class FakeChangelog:
     def __init__(self) -> None:
         self.sent: list[tuple[int, bytes, Any]] = []
 
-    def write_changelog(self, partition: int, records: list[tuple[bytes, bytes]]) -> None:
+    def write_changelog(self, partition: int, records: list[tuple[bytes, bytes]], after: Any = ()) -> None:
         self.sent.extend((partition, key, orjson.loads(value)) for key, value in records)
 
 
