@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from typing import Any
 
 import faust
@@ -181,14 +181,82 @@ class ChunkedConsumer(driver.Consumer):
         return done
 
 
+class OrderedWrites:
+    """Write tasks chained per key: in order per key, waited for by snapshot, failures sticky.
+
+    Pure asyncio, so the rules the state log relies on are unit-tested on their own:
+
+    * writes with the same key (topic, partition) run one after the other, in call order;
+    * a write starts only after the awaitables passed as ``after`` are done;
+    * :meth:`wait_scheduled` waits for the writes submitted *before* it was called (under
+      steady traffic there is always a newer one, so waiting for all would never end);
+    * after one failure every wait raises it, and every later write on that key fails.
+    """
+
+    def __init__(self, on_failure: Callable[[BaseException], None] | None = None) -> None:
+        self._tails: dict[Hashable, asyncio.Future[None]] = {}
+        self._in_flight: set[asyncio.Future[None]] = set()
+        self._on_failure = on_failure
+        self.failure: BaseException | None = None
+
+    def __len__(self) -> int:
+        return len(self._in_flight)
+
+    def submit(
+        self,
+        key: Hashable,
+        write: Callable[[], Awaitable[Any]],
+        after: Sequence[Awaitable[Any]] = (),
+    ) -> asyncio.Future[None]:
+        """Run ``write()`` after the previous write with ``key`` and after ``after``."""
+        previous = self._tails.get(key)
+
+        async def run() -> None:
+            nonlocal previous, after
+            if previous is not None:
+                await previous
+                previous = None  # no chain of finished futures kept alive
+            if after:
+                await asyncio.gather(*after)
+                after = ()
+            await write()
+
+        task: asyncio.Future[None] = asyncio.ensure_future(run())
+        self._tails[key] = task
+        self._in_flight.add(task)
+        task.add_done_callback(lambda done: self._done(key, done))
+        return task
+
+    def _done(self, key: Hashable, task: asyncio.Future[None]) -> None:
+        self._in_flight.discard(task)
+        if self._tails.get(key) is task:
+            del self._tails[key]
+        exc = None if task.cancelled() else task.exception()
+        if exc is not None and self.failure is None:
+            self.failure = exc
+            if self._on_failure is not None:
+                self._on_failure(exc)
+
+    async def wait_scheduled(self) -> None:
+        """Wait for the writes submitted so far; raise the first failure, if any."""
+        pending = list(self._in_flight)
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self.failure is not None:
+            raise self.failure
+
+    async def wait_for_room(self, limit: int) -> None:
+        """Backpressure: wait while more than ``limit`` writes are in flight."""
+        while len(self._in_flight) > limit:
+            await asyncio.wait(list(self._in_flight), return_when=asyncio.FIRST_COMPLETED)
+
+
 class BatchingProducer(driver.Producer):
     """Faust's aiokafka producer plus ordered, batched writes of many records."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._tails: dict[tuple[str, int], asyncio.Future[None]] = {}
-        self._in_flight: set[asyncio.Future[None]] = set()
-        self._failure: BaseException | None = None
+        self.writes = OrderedWrites(on_failure=self._write_failed)
         self._crashing: asyncio.Future[None] | None = None
 
     def send_records(
@@ -214,57 +282,31 @@ class BatchingProducer(driver.Producer):
                 batches.append(producer.create_batch())
                 if batches[-1].append(key=key, value=value, timestamp=None) is None:
                     raise ValueError(f"a record of {len(value or b'')} bytes exceeds a producer batch")
-        tail_key = (topic, partition)
-        previous = self._tails.get(tail_key)
 
-        async def send_in_order() -> None:
-            nonlocal previous, after
-            if previous is not None:
-                await previous
-                previous = None  # no chain of finished futures kept alive
-            if after:
-                await asyncio.gather(*after)
-                after = ()
+        async def send() -> None:
             delivered = [await producer.send_batch(b, topic, partition=partition) for b in batches]
             await asyncio.gather(*delivered)
 
-        task: asyncio.Future[None] = asyncio.ensure_future(send_in_order())
-        self._tails[tail_key] = task
-        self._in_flight.add(task)
-        task.add_done_callback(self._sent)
-        return task
+        return self.writes.submit((topic, partition), send, after)
 
-    def _sent(self, task: asyncio.Future[None]) -> None:
-        self._in_flight.discard(task)
-        for key, tail in list(self._tails.items()):
-            if tail is task:
-                del self._tails[key]
-        exc = None if task.cancelled() else task.exception()
-        if exc is not None and self._failure is None:
-            # Sticky: no later commit may cover records that were never stored, so every
-            # flush fails from now on and the worker stops; a restart resumes from the
-            # last commit marker and re-reads the input after it.
-            self._failure = exc
-            log.error("batched write failed, stopping the worker: %r", exc)
-            self._crashing = asyncio.ensure_future(self.crash(exc))
+    def _write_failed(self, exc: BaseException) -> None:
+        # No later commit may cover records that were never stored: every flush fails
+        # from now on and the worker stops; a restart resumes from the last commit
+        # marker and re-reads the input after it.
+        log.error("batched write failed, stopping the worker: %r", exc)
+        self._crashing = asyncio.ensure_future(self.crash(exc))
 
     async def wait_for_room(self, limit: int) -> None:
         """Backpressure: wait while more than ``limit`` batched writes are in flight."""
-        while len(self._in_flight) > limit:
-            await asyncio.wait(list(self._in_flight), return_when=asyncio.FIRST_COMPLETED)
+        await self.writes.wait_for_room(limit)
 
     async def flush(self) -> None:
         """Wait for batched writes too (Faust calls this before committing offsets).
 
         Only for the writes scheduled before the call: those cover every offset the
-        commit can include, and waiting for later ones too would postpone commits
-        forever under steady traffic.
+        commit can include.
         """
-        pending = list(self._in_flight)
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
-        if self._failure is not None:
-            raise self._failure
+        await self.writes.wait_scheduled()
         await super().flush()
 
 
