@@ -64,16 +64,12 @@ def run_pipeline(batches: list[list[tuple[int, Any]]], settings: Any, commit: bo
     detection) are partitioned like the worker's producer does and fed back in the
     next batch, as the worker's own consumer would deliver them.
     """
-    from aiokafka.partitioner import DefaultPartitioner
-
     from stream.commitlog import StateLogTable
-    from stream.processor import InputMessage, Processor, customer_topic_name
+    from stream.processor import InputMessage, Processor, customer_partition, customer_topic_name
     from stream.state import PartitionState
 
     processor = Processor(settings)
     customer_topic = customer_topic_name(settings)
-    partitioner = DefaultPartitioner()
-    all_partitions = list(range(settings.partitions))
     customer_offsets = [0] * settings.partitions
     states: dict[int, PartitionState] = {}
     written = {"records": 0, "bytes": 0}
@@ -101,7 +97,7 @@ def run_pipeline(batches: list[list[tuple[int, Any]]], settings: Any, commit: bo
             dead_letters += len(dead)
             for customer, record in state.customer_forwards:
                 key = customer.encode()
-                target = partitioner(key, all_partitions, all_partitions)
+                target = customer_partition(key, settings.partitions)
                 offset = customer_offsets[target]
                 customer_offsets[target] += 1
                 forwards.append((target, InputMessage(customer_topic, offset, key, record)))

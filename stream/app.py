@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import faust
-from aiokafka.partitioner import DefaultPartitioner
 from faust.types import EventT
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -24,6 +23,8 @@ from stream.processor import (
     DeadLetter,
     InputMessage,
     Processor,
+    RawMessage,
+    customer_partition,
     customer_topic_name,
     rebuild_expiry_queues,
 )
@@ -175,8 +176,7 @@ def create_app(settings: Settings) -> CxStream:
             futures.append(deadletter.send_soon(key=item.key, value=value, headers=headers))
         return futures
 
-    partitioner = DefaultPartitioner()
-    customer_partitions = list(range(settings.partitions))
+    partitions = settings.partitions
 
     def send_forwards(forwards: list[tuple[str, bytes]]) -> list[Any]:
         """Re-key contact starts by customer: one producer batch per customer-topic partition.
@@ -184,14 +184,12 @@ def create_app(settings: Settings) -> CxStream:
         The customer topic (``<app_id>-customer-contacts``, an input of the agent too)
         lets one partition see all of a customer's contacts, like Faust's ``group_by``.
 
-        Partitioned like Kafka's default partitioner (murmur2 of the key), so a
-        customer always lands on the same partition, as with ``topic.send``.
+        A customer always lands on the same partition (:func:`customer_partition`).
         """
         by_partition: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
         for customer, record in forwards:
             key = customer.encode()
-            partition = partitioner(key, customer_partitions, customer_partitions)
-            by_partition[partition].append((key, record))
+            by_partition[customer_partition(key, partitions)].append((key, record))
         send_records = app.producer.send_records  # type: ignore[attr-defined]
         return [send_records(customer_topic_name_, p, records) for p, records in by_partition.items()]
 
@@ -208,15 +206,13 @@ def create_app(settings: Settings) -> CxStream:
         outputs (``after``) in the producer, not here: the agent goes on with the next
         batch meanwhile, and Faust commits offsets only after all of it is stored.
         """
-        by_partition: dict[int, list[InputMessage]] = defaultdict(list)
+        by_partition: dict[int, list[RawMessage]] = defaultdict(list)
         for event in events:
             message = event.message
             value = message.value
             if type(value) is RecordChunk:
-                topic = message.topic
-                by_partition[message.partition].extend(
-                    [InputMessage(topic, r.offset, r.key, r.value) for r in value]
-                )
+                # aiokafka records carry topic, offset, key and value: used as they are.
+                by_partition[message.partition].extend(value)
             else:
                 by_partition[message.partition].append(
                     InputMessage(message.topic, message.offset, message.key, value)

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream import kpi
-from stream.processor import InputMessage, Processor, customer_topic_name
+from stream.processor import InputMessage, Processor, customer_partition, customer_topic_name
 from stream.settings import load_settings
 from stream.state import TRANSITION_MARK, PartitionState
 
@@ -132,3 +132,12 @@ def test_a_re_forwarded_start_is_counted_once() -> None:
     sums, _transitions = totals(state)
     assert sums["repeat"] == 1 and sums["switch"] == 1
     assert processor.outcomes[(topic, "duplicate")] == 1
+
+
+def test_customer_partition_is_fixed_and_in_range() -> None:
+    """The re-keying hash is part of the state layout: changing it would split every
+    customer's history across partitions until the repeat horizon passes. Pinned."""
+    keys = (b"cust-1", b"c-42", b"\xff\x00")
+    assert [customer_partition(k, 4) for k in keys] == [3, 1, 1]
+    assert [customer_partition(k, 12) for k in keys] == [7, 1, 9]
+    assert {customer_partition(f"u{i}".encode(), 12) for i in range(1000)} == set(range(12))
