@@ -470,13 +470,21 @@ def run_soak(args: argparse.Namespace, workdir: Path, out: Path) -> dict[str, An
                         "contacts": snap["contacts"],
                         "dedup_ids": snap["dedup_ids"],
                         "buckets": snap["buckets"],
+                        "customers": snap["customers"],
                         "worker_cpu_s": measure._round(common.cpu_seconds(worker.pid), 2),
+                        # tansu keeps every record in memory (no retention): its growth
+                        # and CPU explain lag that the worker's own CPU does not.
+                        "broker_rss_mb": measure._round(common.rss_mb(broker.pid)) if broker.pid else None,
+                        "broker_cpu_s": measure._round(common.cpu_seconds(broker.pid), 2)
+                        if broker.pid
+                        else None,
                         "load_1m": round(os.getloadavg()[0], 2),
                     }
                     results["samples"].append(sample)
                     log(
                         f"t={sample['t_s']:>7}s rss {sample['rss_mb']} MB lag {sample['lag']} "
-                        f"contacts {sample['contacts']} dedup {sample['dedup_ids']}"
+                        f"contacts {sample['contacts']} customers {sample['customers']} "
+                        f"dedup {sample['dedup_ids']} broker rss {sample['broker_rss_mb']} MB"
                     )
                     _write(out, results)
                     next_sample += args.sample_every
@@ -517,6 +525,8 @@ def soak_summary(samples: list[dict[str, Any]]) -> dict[str, Any]:
         "contacts_last": samples[-1]["contacts"],
         "dedup_ids_mid": half[0]["dedup_ids"],
         "dedup_ids_last": samples[-1]["dedup_ids"],
+        "customers_mid": half[0].get("customers"),
+        "customers_last": samples[-1].get("customers"),
         "lag_max": max(s["lag"] for s in samples),
         "lag_last": samples[-1]["lag"],
         "rejected_last": samples[-1]["rejected"],

@@ -691,4 +691,5 @@ def metrics_snapshot(worker: Child, topics: TopicSet) -> dict[str, Any]:
         "contacts": gauge(body, "cx_state_contacts"),
         "dedup_ids": gauge(body, "cx_state_dedup_ids"),
         "buckets": gauge(body, "cx_state_buckets"),
+        "customers": gauge(body, "cx_state_customers"),
     }
