@@ -19,11 +19,15 @@ inside Faust's own contracts (offset tracking, commits, rebalances, recovery):
 3. The consumer's fetch long-poll (Faust hard-codes 1.5 s) is a setting: Kafka
    answers a fetch as soon as data arrives, but tansu holds it for the full wait,
    which adds up to 1.5 s of latency per hop there.
+
+The consumer overrides Faust internals (``_drain_messages``, ``ack``), so
+pyproject.toml pins faust-streaming to the 0.15 series this was written against.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from typing import Any
@@ -38,6 +42,8 @@ log = logging.getLogger(__name__)
 
 #: Faust's hard-coded fetch long-poll, kept when the setting is absent.
 FAUST_FETCH_MAX_WAIT_MS = 1500
+#: Faust's lock around ack bookkeeping (0.15.3 added it); nothing to hold without it.
+_ACK_LOCK: Any = getattr(base_consumer, "ack_lock", None) or contextlib.nullcontext()
 #: Largest producer batch: below Kafka's default message.max.bytes (1 MiB + overhead).
 MAX_BATCH_BYTES = 1_000_000
 
@@ -167,7 +173,7 @@ class ChunkedConsumer(driver.Consumer):
         done: bool = base_consumer.Consumer.ack(self, message)
         value = message.value
         if done and type(value) is RecordChunk and len(value) > 1:
-            with base_consumer.ack_lock:
+            with _ACK_LOCK:
                 tp = message.tp
                 committed = self._committed_offset[tp]
                 index = self._acked_index[tp]
