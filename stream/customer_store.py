@@ -14,8 +14,8 @@ incrementally, so expiry never scans everything at once.
 
 from __future__ import annotations
 
+import heapq
 import shutil
-from collections import deque
 from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -30,35 +30,40 @@ ROCKS_BLOCK_CACHE = 32 * 1024 * 1024
 
 
 class DictCustomerStore(dict[str, History]):
-    """In-memory histories; expiry candidates from a queue ordered by last contact."""
+    """In-memory histories; expiry candidates from a heap ordered by last contact.
+
+    A heap, not a FIFO queue: a customer who came back is re-queued with the time of
+    their newer contact, which is older than the newest entries, and in a FIFO it
+    would wait behind them, holding its memory up to a whole horizon too long.
+    """
 
     def __init__(self) -> None:
         super().__init__()
-        self._expiry: deque[tuple[int, str]] = deque()
+        self._expiry: list[tuple[int, str]] = []
 
     def note_contact(self, customer_id: str, newest_ms: int, is_new: bool) -> None:
         """Record that a customer's newest contact time is ``newest_ms``."""
         if is_new:
-            self._expiry.append((newest_ms, customer_id))
+            heapq.heappush(self._expiry, (newest_ms, customer_id))
 
     def expired(self, cutoff_ms: int, limit: int = 10_000) -> list[str]:
         """Customers whose newest contact is older than ``cutoff_ms`` (at most ``limit``)."""
         out: list[str] = []
-        queue = self._expiry
-        while queue and queue[0][0] < cutoff_ms and len(out) < limit:
-            _, customer_id = queue.popleft()
+        heap = self._expiry
+        while heap and heap[0][0] < cutoff_ms and len(out) < limit:
+            _, customer_id = heapq.heappop(heap)
             history = self.get(customer_id)
             if not history:
                 continue
             if history[-1][0] >= cutoff_ms:
-                queue.append((history[-1][0], customer_id))  # had newer contacts since
+                heapq.heappush(heap, (history[-1][0], customer_id))  # had newer contacts since
             else:
                 out.append(customer_id)
         return out
 
     def rebuild_index(self) -> None:
         """After recovery: order every customer by newest contact."""
-        self._expiry = deque(sorted((h[-1][0], c) for c, h in self.items() if h))
+        self._expiry = sorted((h[-1][0], c) for c, h in self.items() if h)  # a sorted list is a heap
 
 
 class RocksCustomerStore(MutableMapping[str, History]):
