@@ -21,7 +21,6 @@ from stream.customer_store import customer_store_factory
 from stream.exporter import KpiCollector, build_registry
 from stream.processor import (
     DeadLetter,
-    InputMessage,
     Processor,
     RawMessage,
     customer_partition,
@@ -190,7 +189,7 @@ def create_app(settings: Settings) -> CxStream:
         for customer, record in forwards:
             key = customer.encode()
             by_partition[customer_partition(key, partitions)].append((key, record))
-        send_records = app.producer.send_records  # type: ignore[attr-defined]
+        send_records = app.batching_producer.send_records
         return [send_records(customer_topic_name_, p, records) for p, records in by_partition.items()]
 
     # Batches and timer ticks both mutate partition state and then commit it; the lock
@@ -210,13 +209,12 @@ def create_app(settings: Settings) -> CxStream:
         for event in events:
             message = event.message
             value = message.value
+            # aiokafka records, and Faust's message itself, carry topic, offset, key and
+            # value: the pipeline reads them as they are.
             if type(value) is RecordChunk:
-                # aiokafka records carry topic, offset, key and value: used as they are.
                 by_partition[message.partition].extend(value)
             else:
-                by_partition[message.partition].append(
-                    InputMessage(message.topic, message.offset, message.key, value)
-                )
+                by_partition[message.partition].append(message)
         wall = now_ms()
         async with state_lock:
             for partition, messages in by_partition.items():
@@ -228,7 +226,7 @@ def create_app(settings: Settings) -> CxStream:
                     state.customer_forwards = []
                 table.commit_batch(state, after=outputs)
         # Bounded memory when the broker is slow: at most this many writes queued.
-        await app.producer.wait_for_room(MAX_WRITES_IN_FLIGHT)  # type: ignore[attr-defined]
+        await app.batching_producer.writes.wait_for_room(MAX_WRITES_IN_FLIGHT)
 
     @app.agent(inputs, name="cx-process")
     async def process(stream: faust.StreamT) -> None:

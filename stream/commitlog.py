@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import faust
 import orjson
@@ -38,6 +38,7 @@ from stream.state import (
     DedupBatch,
     PartitionState,
 )
+from stream.transport import BatchingProducer
 
 log = logging.getLogger(__name__)
 
@@ -141,9 +142,8 @@ class StateLogTable(faust.Table):
         Needs cxstream's producer (stream/transport.py ``BatchingProducer``), which
         Faust's pre-commit flush waits for.
         """
-        self.app.producer.send_records(  # type: ignore[attr-defined]
-            self.changelog_topic.get_topic_name(), partition, records, after=after
-        )
+        producer = cast(BatchingProducer, self.app.producer)
+        producer.send_records(self.changelog_topic.get_topic_name(), partition, records, after=after)
 
     # -- recovery ----------------------------------------------------------------
     def apply_changelog_batch(self, batch: Iterable[EventT]) -> None:

@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.transport import consumer as base_consumer
@@ -69,6 +69,11 @@ class CxApp(faust.App):
 
     def _new_producer_transport(self) -> Any:
         return CxTransport(self.conf.broker_producer, self)
+
+    @property
+    def batching_producer(self) -> BatchingProducer:
+        """``app.producer``, typed as what :class:`CxTransport` makes it."""
+        return cast(BatchingProducer, self.producer)
 
 
 class TunedConsumerThread(driver.AIOKafkaConsumerThread):
@@ -301,10 +306,6 @@ class BatchingProducer(driver.Producer):
         # marker and re-reads the input after it.
         log.error("batched write failed, stopping the worker: %r", exc)
         self._crashing = asyncio.ensure_future(self.crash(exc))
-
-    async def wait_for_room(self, limit: int) -> None:
-        """Backpressure: wait while more than ``limit`` batched writes are in flight."""
-        await self.writes.wait_for_room(limit)
 
     async def flush(self) -> None:
         """Wait for batched writes too (Faust calls this before committing offsets).
