@@ -152,7 +152,8 @@ def create_app(settings: Settings) -> CxStream:
         lambda: table.states.values(),
         processor,
         reader,
-        topics=(settings.topic_interactions, settings.topic_surveys, customer_topic_name_),
+        topics=(settings.topic_interactions, settings.topic_surveys),
+        internal_topics=(customer_topic_name_,),
     )
     registry = build_registry(collector)
 

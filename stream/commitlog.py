@@ -29,6 +29,7 @@ import faust
 import orjson
 from faust.types import TP, EventT
 
+from stream.kpi import upgrade_counts
 from stream.state import (
     BUCKET_PREFIX,
     CONTACT_PREFIX,
@@ -188,6 +189,8 @@ class StateLogTable(faust.Table):
             if payload is None:
                 state.buckets.pop(bucket, None)
             else:
+                for counts in payload.values():
+                    upgrade_counts(counts)
                 state.buckets[bucket] = payload
             hour = bucket - bucket % 3600
             state.hour_versions[hour] = state.hour_versions.get(hour, 0) + 1

@@ -17,6 +17,8 @@ from stream.kpi import CHANNEL_SWITCHES, derived_kpis, survey_response_ratios, z
 from stream.metrics_catalog import (
     COUNT_METRICS,
     EVENTS_TOTAL,
+    INTERNAL_OUTCOMES,
+    INTERNAL_RECORDS_TOTAL,
     OUTCOMES,
     RATIO_METRICS,
     RESPONSE_RATIO,
@@ -39,11 +41,16 @@ class KpiCollector(Collector):
         reader: WindowReader,
         topics: Iterable[str],
         clock: Callable[[], int] = now_ms,
+        internal_topics: Iterable[str] = (),
     ) -> None:
+        """``topics``: the input topics (``cx_events_total``); ``internal_topics``: topics
+        cxstream writes and reads itself (``cx_internal_records_total``), kept apart so
+        the input rate is not overstated by a third."""
         self._states = states
         self._processor = processor
         self._reader = reader
         self._topics = tuple(topics)
+        self._internal_topics = tuple(internal_topics)
         self._clock = clock
 
     def collect(self) -> Iterator[Metric]:
@@ -95,6 +102,16 @@ class KpiCollector(Collector):
             for outcome in OUTCOMES:
                 events.add_metric([topic, outcome], outcomes.get((topic, outcome), 0))
         yield events
+
+        internal = CounterMetricFamily(
+            INTERNAL_RECORDS_TOTAL.name.removesuffix("_total"),
+            INTERNAL_RECORDS_TOTAL.help,
+            labels=("topic", "outcome"),
+        )
+        for topic in self._internal_topics:
+            for outcome in INTERNAL_OUTCOMES:
+                internal.add_metric([topic, outcome], outcomes.get((topic, outcome), 0))
+        yield internal
 
         yield _gauge("cx_state_partitions", "Partitions this worker owns.", len(states))
         yield _gauge("cx_state_buckets", "Event-time buckets held.", sum(len(s.buckets) for s in states))

@@ -34,6 +34,10 @@ COUNTERS: Final[tuple[str, ...]] = (
     "handle_count",
     "resolution_reported",
     "resolved",
+    # Contacts started, counted where repeats are classified (the customer's partition):
+    # the denominator of the repeat and channel-switch ratios, so a worker divides counts
+    # of one population (docs/metrics.md, "Where each count is made").
+    "repeat_checked_contacts",
 )
 N_COUNTERS: Final = len(COUNTERS)
 (
@@ -57,6 +61,7 @@ N_COUNTERS: Final = len(COUNTERS)
     HANDLE_COUNT,
     RESOLUTION_REPORTED,
     RESOLVED,
+    REPEAT_CHECKED_CONTACTS,
 ) = range(N_COUNTERS)
 
 Counts = list[float]
@@ -65,6 +70,21 @@ Counts = list[float]
 def zero_counts() -> Counts:
     """A fresh counter vector."""
     return [0] * N_COUNTERS
+
+
+def upgrade_counts(counts: list[float]) -> list[float]:
+    """A stored vector in today's layout (in place): zero-padded, older meanings mapped.
+
+    Vectors written before ``repeat_checked_contacts`` existed counted repeats against
+    ``contacts``; they take ``contacts`` as their checked count, which is what the repeat
+    ratio divided by then (exact on one worker). Newer vectors are returned unchanged.
+    """
+    stored = len(counts)
+    if stored < N_COUNTERS:
+        counts.extend([0] * (N_COUNTERS - stored))
+        if stored <= REPEAT_CHECKED_CONTACTS:
+            counts[REPEAT_CHECKED_CONTACTS] = counts[CONTACTS]
+    return counts
 
 
 def add_into(total: Counts, part: Sequence[float]) -> None:
@@ -144,8 +164,10 @@ def derived_kpis(c: Sequence[float]) -> dict[str, float | None]:
         "nps_score": (100.0 * (c[NPS_PROMOTERS] - c[NPS_DETRACTORS]) / nps_n if nps_n else None),
         "ces_easy_ratio": _ratio(c[CES_EASY], c[CES_RESPONSES]),
         "ces_high_effort_ratio": _ratio(c[CES_HIGH_EFFORT], c[CES_RESPONSES]),
-        "repeat_contact_ratio": _ratio(c[REPEAT_CONTACTS], c[CONTACTS]),
-        "channel_switch_ratio": _ratio(c[CHANNEL_SWITCHES], c[CONTACTS]),
+        # Both over the contacts checked where repeats are classified, never over
+        # cx_contacts: on several workers those are counted on another worker.
+        "repeat_contact_ratio": _ratio(c[REPEAT_CONTACTS], c[REPEAT_CHECKED_CONTACTS]),
+        "channel_switch_ratio": _ratio(c[CHANNEL_SWITCHES], c[REPEAT_CHECKED_CONTACTS]),
         "transfer_ratio": _ratio(c[TRANSFERRED_CONTACTS], ended),
         "handle_seconds_average": _ratio(c[HANDLE_SECONDS_SUM], c[HANDLE_COUNT]),
         "resolved_ratio": _ratio(c[RESOLVED], c[RESOLUTION_REPORTED]),

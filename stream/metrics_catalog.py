@@ -52,6 +52,15 @@ COUNT_METRICS: Final = (
         "Repeat contacts on a different channel than the previous contact.",
         kpi.CHANNEL_SWITCHES,
     ),
+    MetricSpec(
+        "cx_repeat_checked_contacts",
+        "count",
+        "Contacts started, counted on the worker that holds the customer's history, where repeats "
+        "and channel switches are classified: the denominator of cx_repeat_contact_ratio and "
+        "cx_channel_switch_ratio. Summed over workers it equals cx_contacts.",
+        kpi.REPEAT_CHECKED_CONTACTS,
+        contract=False,
+    ),
     MetricSpec("cx_contacts_ended", "count", "Contacts ended in the window.", kpi.CONTACTS_ENDED),
     MetricSpec(
         "cx_transferred_contacts",
@@ -110,13 +119,13 @@ RATIO_METRICS: Final = (
     MetricSpec(
         "cx_repeat_contact_ratio",
         "ratio",
-        "Repeat contacts / contacts started.",
+        "Repeat contacts / contacts checked for a repeat (cx_repeat_checked_contacts).",
         "repeat_contact_ratio",
     ),
     MetricSpec(
         "cx_channel_switch_ratio",
         "ratio",
-        "Channel switches / contacts started.",
+        "Channel switches / contacts checked for a repeat (cx_repeat_checked_contacts).",
         "channel_switch_ratio",
     ),
     MetricSpec("cx_transfer_ratio", "ratio", "Transferred contacts / contacts ended.", "transfer_ratio"),
@@ -151,8 +160,17 @@ TRANSITION_LABELS: Final = ("window", "from_channel", "to_channel")
 EVENTS_TOTAL = MetricSpec(
     "cx_events_total",
     "counter",
-    "Input messages by topic and outcome (accepted, rejected, duplicate, late).",
+    "Input messages of the input topics by topic and outcome (accepted, rejected, duplicate, late).",
 )
+INTERNAL_RECORDS_TOTAL = MetricSpec(
+    "cx_internal_records_total",
+    "counter",
+    "Records of cxstream's internal topics (contact starts re-keyed by customer) by topic and "
+    "outcome (accepted, rejected, duplicate); not input, so not in cx_events_total.",
+    contract=False,
+    labels=("topic", "outcome"),
+)
+INTERNAL_OUTCOMES: Final = ("accepted", "rejected", "duplicate")
 OPERATIONAL_METRICS: Final = (
     MetricSpec("cx_state_partitions", "gauge", "Partitions this worker owns.", contract=False),
     MetricSpec("cx_state_buckets", "gauge", "Event-time buckets held.", contract=False),
@@ -206,9 +224,38 @@ ALERT_METRICS: Final = (
     MetricSpec(
         "cx_alerts_firing",
         "gauge",
-        "Alerts firing now, by rule and severity.",
+        "Alerts firing now, by rule and severity (on the evaluating worker; 0 on standbys).",
         contract=False,
         labels=("rule", "severity"),
+    ),
+    MetricSpec(
+        "cx_alert_evaluator",
+        "gauge",
+        "1 on the worker that holds the alert evaluator lease (evaluates every rule for the whole "
+        "contact center), 0 on standbys.",
+        contract=False,
+        labels=(),
+    ),
+    MetricSpec(
+        "cx_alert_evaluator_takeovers_total",
+        "counter",
+        "Times this worker took the alert evaluator lease (start-up, or a handover from another worker).",
+        contract=False,
+        labels=(),
+    ),
+    MetricSpec(
+        "cx_alert_evaluations_held_total",
+        "counter",
+        "Evaluations skipped because some partition had no view yet (its counts unknown).",
+        contract=False,
+        labels=(),
+    ),
+    MetricSpec(
+        "cx_alerts_superseded_total",
+        "counter",
+        "Unwritten transitions discarded because a newer evaluator took the lease (it decides them).",
+        contract=False,
+        labels=(),
     ),
     MetricSpec(
         "cx_alerts_buffered",
@@ -227,7 +274,7 @@ ALERT_METRICS: Final = (
     MetricSpec(
         "cx_redis_errors_total",
         "counter",
-        "Failed Redis operations by operation (transition, snapshot, controls, seed, sweep).",
+        "Failed Redis operations by operation (transition, snapshot, views, controls, seed, lease, sweep).",
         contract=False,
         labels=("operation",),
     ),
@@ -249,6 +296,7 @@ ALL_METRICS: Final = (
     RESPONSE_RATIO,
     SWITCH_TRANSITIONS,
     EVENTS_TOTAL,
+    INTERNAL_RECORDS_TOTAL,
     *OPERATIONAL_METRICS,
     *INTERVAL_METRICS,
     LOW_CONFIDENCE,

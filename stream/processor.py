@@ -256,12 +256,7 @@ class Processor:
 
     def label_names(self) -> tuple[str, ...]:
         """Label names of a dimension key, in order."""
-        names = ["queue", "channel"]
-        if self.label_team:
-            names.append("team")
-        if self.label_agent:
-            names.append("agent")
-        return tuple(names)
+        return self.settings.label_names
 
     def _bucket(self, state: PartitionState, ts: int, dim: str) -> kpi.Counts:
         return state.bucket_counts(ts // self.bucket_ms * self.bucket_s, dim)
@@ -412,6 +407,10 @@ class Processor:
         while position and (history[position - 1][0], history[position - 1][4]) > (ts, entry[4]):
             position -= 1
         history.insert(position, entry)
+        if ts >= self._late_before:
+            # The repeat ratio's denominator, counted here beside its numerator: the
+            # contact's own partition (cx_contacts) may belong to another worker.
+            self._bucket(state, ts, dim)[kpi.REPEAT_CHECKED_CONTACTS] += 1
         self._classify(state, history, position)
         if position + 1 < len(history):
             self._classify(state, history, position + 1)  # it has a new, closer predecessor

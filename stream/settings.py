@@ -231,6 +231,16 @@ class Settings(BaseSettings):
         return sorted(((label, s) for s, label in seen.items()), key=lambda w: w[1])
 
     @property
+    def label_names(self) -> tuple[str, ...]:
+        """Labels of every KPI series besides ``window``: queue, channel [, team][, agent]."""
+        return (
+            "queue",
+            "channel",
+            *(["team"] if self.label_team else []),
+            *(["agent"] if self.label_agent else []),
+        )
+
+    @property
     def bucket_seconds(self) -> int:
         """Bucket size in whole seconds."""
         return int(parse_duration(self.bucket_size))

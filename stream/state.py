@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stream.customer_store import DictCustomerStore
-from stream.kpi import N_COUNTERS, Counts
+from stream.kpi import N_COUNTERS, Counts, upgrade_counts
 
 DIM_SEPARATOR = "\x1f"
 UNKNOWN = "unknown"
@@ -101,7 +101,7 @@ class PartitionState:
         if counts is None:
             counts = dims[dim] = [0] * N_COUNTERS
         elif len(counts) < N_COUNTERS:  # recovered from an older, shorter counter layout
-            counts.extend([0] * (N_COUNTERS - len(counts)))
+            upgrade_counts(counts)
         if bucket_start not in self.dirty_buckets:
             self.dirty_buckets.add(bucket_start)
             hour = bucket_start - bucket_start % 3600

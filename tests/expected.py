@@ -11,6 +11,20 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
+#: The range of every exported ratio and average gauge, from the contract's definitions.
+RATIO_RANGES: dict[str, tuple[float, float]] = {
+    "cx_csat_ratio": (0.0, 1.0),
+    "cx_csat_average": (1.0, 5.0),
+    "cx_nps_score": (-100.0, 100.0),
+    "cx_ces_easy_ratio": (0.0, 1.0),
+    "cx_ces_high_effort_ratio": (0.0, 1.0),
+    "cx_repeat_contact_ratio": (0.0, 1.0),
+    "cx_channel_switch_ratio": (0.0, 1.0),
+    "cx_transfer_ratio": (0.0, 1.0),
+    "cx_resolved_ratio": (0.0, 1.0),
+    "cx_handle_seconds_average": (0.0, float("inf")),
+}
+
 
 def _ms(ts: Any) -> int:
     if isinstance(ts, int):

@@ -10,6 +10,8 @@ next evaluation.
   cxstream alerts snooze RULE --for 30m no new alerts of RULE fire for 30 minutes
   cxstream alerts unsnooze RULE
   cxstream alerts log [-n 20]           the latest fire / resolve transitions
+  cxstream alerts status [--json]       every rule on the whole contact center now: value,
+                                        samples, threshold and why it is (not) firing
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
+from stream.partition_views import GlobalView, decode_views, merge
+from stream.redis_keys import RedisKeys
 from stream.settings import Settings, load_settings
 from stream.timeutil import parse_duration
 
@@ -52,6 +56,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     unsnooze = sub.add_parser("unsnooze", help="end a snooze")
     unsnooze.add_argument("rule", help="rule name")
 
+    status = sub.add_parser(
+        "status", help="each rule's value, samples and verdict on the whole contact center now"
+    )
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
     history = sub.add_parser("log", help="latest fire / resolve transitions, newest first")
     history.add_argument("-n", "--count", type=int, default=20, help="how many (default 20)")
     history.add_argument("--json", action="store_true", help="print JSON lines")
@@ -76,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         "snooze": _snooze,
         "unsnooze": _unsnooze,
         "log": _log,
+        "status": _status,
     }
     try:
         return actions[command](client, settings, args)
@@ -101,14 +111,6 @@ def masked_url(url: str) -> str:
     return urlunsplit((parts.scheme, f"{user}:***@{host}{port}", parts.path, parts.query, ""))
 
 
-class _Keys:
-    def __init__(self, prefix: str) -> None:
-        self.active = f"{prefix}:alerts:active"
-        self.log = f"{prefix}:alerts:log"
-        self.acks = f"{prefix}:alerts:acks"
-        self.snoozes = f"{prefix}:alerts:snoozes"
-
-
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -123,7 +125,7 @@ def _loads(value: str) -> dict[str, Any]:
 
 def active_alerts(client: Any, prefix: str, now_ms: int) -> list[dict[str, Any]]:
     """Active alerts with ``acked`` (``{"by", "at"}`` or None) and ``snoozed_until`` (ms or None)."""
-    keys = _Keys(prefix)
+    keys = RedisKeys(prefix)
     pipe = client.pipeline(transaction=False)
     pipe.hgetall(keys.active)
     pipe.hgetall(keys.acks)
@@ -156,7 +158,7 @@ def _list(client: Any, settings: Settings, args: argparse.Namespace) -> int:
     alerts = active_alerts(client, settings.redis_prefix, now)
     snoozes = {
         rule: until
-        for rule, raw in client.hgetall(_Keys(settings.redis_prefix).snoozes).items()
+        for rule, raw in client.hgetall(RedisKeys(settings.redis_prefix).snoozes).items()
         if (until := _int(raw)) is not None and until > now
     }
     if getattr(args, "json", False):
@@ -193,11 +195,93 @@ def _list(client: Any, settings: Settings, args: argparse.Namespace) -> int:
                 print(f"  {alert['id']}: {alert['summary']}")
     for rule, until in sorted(snoozes.items()):
         print(f"rule {rule} snoozed until {_time(until)} ({age((until - now) // 1000)} left)")
+    print(_coverage_line(client, settings, now))
+    return 0
+
+
+def read_global_view(client: Any, settings: Settings) -> tuple[GlobalView, str | None, int | None]:
+    """The global view the evaluator sums, and who holds the evaluator lease under which epoch."""
+    keys = RedisKeys(settings.redis_prefix)
+    pipe = client.pipeline(transaction=False)
+    pipe.hgetall(keys.views)
+    pipe.get(keys.lease)
+    pipe.get(keys.epoch)
+    raw, holder, epoch = pipe.execute()
+    views, _ = decode_views(raw, settings.label_names)
+    return merge(settings.partitions, views), holder, _int(epoch)
+
+
+def _coverage_line(client: Any, settings: Settings, now: int) -> str:
+    view, holder, epoch = read_global_view(client, settings)
+    evaluator = f"evaluator {holder} (epoch {epoch})" if holder else "no evaluator holds the lease"
+    ages = [now - v.at for v in view.views.values()]
+    seen = f"views of {view.partitions - len(view.missing())}/{view.partitions} partitions"
+    if ages:
+        seen += f", oldest {max(ages) / 1000:.1f}s old"
+    return f"{evaluator}; {seen}"
+
+
+def rule_status(view: GlobalView, settings: Settings, now: int) -> list[dict[str, Any]]:
+    """Every rule and group on the global view: value, samples, threshold and the verdict."""
+    from stream.alerting.evaluator import check, observe
+    from stream.alerting.rules import load_rules_for
+
+    rows: list[dict[str, Any]] = []
+    totals = view.totals()
+    for rule in load_rules_for(settings, settings.label_names):
+        observations = observe(rule, totals, settings.label_names)
+        if not observations:
+            rows.append({"rule": rule.name, "labels": {}, "value": None, "samples": 0, "verdict": "no data"})
+        for key, obs in sorted(observations.items()):
+            verdict = check(rule, obs, firing=False)
+            rows.append(
+                {
+                    "rule": rule.name,
+                    "labels": dict(zip(rule.group_by, key, strict=True)),
+                    "value": obs.value,
+                    "samples": obs.samples,
+                    "min_samples": rule.min_samples,
+                    "threshold": verdict.threshold,
+                    "baseline": obs.baseline,
+                    "verdict": "condition holds" if verdict.holds else verdict.reason,
+                }
+            )
+    return rows
+
+
+def _status(client: Any, settings: Settings, args: argparse.Namespace) -> int:
+    now = _now_ms()
+    view, holder, epoch = read_global_view(client, settings)
+    rows = rule_status(view, settings, now)
+    if getattr(args, "json", False):
+        document = {"evaluator": holder, "epoch": epoch, "coverage": view.describe(now), "rules": rows}
+        print(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    table: list[tuple[str, ...]] = [("RULE", "GROUP", "VALUE", "SAMPLES", "THRESHOLD", "VERDICT")]
+    for row in rows:
+        group = ",".join(f"{k}={v}" for k, v in row["labels"].items()) or "all"
+        samples = _number(row["samples"])
+        if row.get("min_samples"):
+            samples += f"/{row['min_samples']}"
+        table.append(
+            (
+                row["rule"],
+                group,
+                _number(row["value"]),
+                samples,
+                _number(row.get("threshold")),
+                row["verdict"],
+            )
+        )
+    _print_table(table)
+    print(_coverage_line(client, settings, now))
+    if view.missing():
+        print(f"no view yet of partitions {view.missing()}: the evaluator waits for them")
     return 0
 
 
 def _ack(client: Any, settings: Settings, args: argparse.Namespace) -> int:
-    keys = _Keys(settings.redis_prefix)
+    keys = RedisKeys(settings.redis_prefix)
     if not client.hexists(keys.active, args.id):
         ids = sorted(client.hkeys(keys.active))
         print(f"cxstream alerts: no active alert {args.id!r}", file=sys.stderr)
@@ -231,19 +315,19 @@ def _snooze(client: Any, settings: Settings, args: argparse.Namespace) -> int:
             )
             return 2
     until = _now_ms() + int(seconds * 1000)
-    client.hset(_Keys(settings.redis_prefix).snoozes, args.rule, str(until))
+    client.hset(RedisKeys(settings.redis_prefix).snoozes, args.rule, str(until))
     print(f"snoozed rule {args.rule} until {_time(until)}")
     return 0
 
 
 def _unsnooze(client: Any, settings: Settings, args: argparse.Namespace) -> int:
-    removed = client.hdel(_Keys(settings.redis_prefix).snoozes, args.rule)
+    removed = client.hdel(RedisKeys(settings.redis_prefix).snoozes, args.rule)
     print(f"rule {args.rule} unsnoozed" if removed else f"rule {args.rule} was not snoozed")
     return 0
 
 
 def _log(client: Any, settings: Settings, args: argparse.Namespace) -> int:
-    entries = client.xrevrange(_Keys(settings.redis_prefix).log, count=max(1, args.count))
+    entries = client.xrevrange(RedisKeys(settings.redis_prefix).log, count=max(1, args.count))
     for _entry_id, fields in entries:
         transition = _loads(fields.get("alert", ""))
         if args.json:

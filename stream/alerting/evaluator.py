@@ -270,6 +270,74 @@ class Evaluator:
         self._alerts[key] = _Alert(rule, labels, FIRING, since_ms, now_ms, dict(payload))
         return True
 
+    def reset(self) -> None:
+        """Forget every alert and timer (this worker stopped being the evaluator)."""
+        self._alerts.clear()
+        self._cooldown_until.clear()
+
+    def export_state(self) -> dict[str, Any]:
+        """Pending and firing alerts with their timers, and cooldowns: what a successor needs.
+
+        Firing payloads are not included: ``<p>:alerts:active`` holds them.
+        """
+        return {
+            "alerts": {
+                aid: {
+                    "rule": a.rule.name,
+                    "labels": a.labels,
+                    "phase": a.phase,
+                    "since": a.since,
+                    "last_true": a.last_true,
+                }
+                for aid, a in self._alerts.items()
+            },
+            "cooldowns": dict(self._cooldown_until),
+        }
+
+    def restore(
+        self, saved: Mapping[str, Any] | None, active: Mapping[str, Mapping[str, Any]], now_ms: int
+    ) -> list[str]:
+        """Continue where the previous evaluator stopped (a handover, a restart).
+
+        ``active``: the firing alerts in Redis, adopted as firing (never fired again);
+        ``saved``: the previous evaluator's :meth:`export_state`, which restores pending
+        alerts (their `for` keeps running), when firing alerts were last true (their
+        `keep_firing_for` keeps running) and cooldowns. An alert the saved state calls
+        firing that is not in ``active`` had its fire decided but never written: it goes
+        back to pending from its original start, so it fires at the next evaluation if its
+        condition still holds. Returns the ids of the active alerts it could not adopt.
+        """
+        self.reset()
+        saved_alerts = saved.get("alerts", {}) if isinstance(saved, Mapping) else {}
+        if not isinstance(saved_alerts, Mapping):
+            saved_alerts = {}
+        last_true: dict[str, int] = {}
+        for aid, item in saved_alerts.items():
+            try:
+                rule = self.rules.get(str(item["rule"]))
+                labels = {k: str(v) for k, v in dict(item["labels"]).items()}
+                since, true_at = int(item["since"]), int(item["last_true"])
+                phase = str(item["phase"])
+            except (KeyError, TypeError, ValueError, AttributeError):
+                continue
+            if rule is None or alert_id(rule.name, labels) != aid or set(labels) != set(rule.group_by):
+                continue
+            last_true[aid] = true_at
+            if phase == "pending" or aid not in active:
+                self._alerts[aid] = _Alert(rule, labels, "pending", since, true_at)
+        refused = []
+        for aid, payload in active.items():
+            if not self.adopt(payload, now_ms):
+                refused.append(aid)
+            elif aid in last_true:
+                self._alerts[aid].last_true = last_true[aid]
+        cooldowns = saved.get("cooldowns", {}) if isinstance(saved, Mapping) else {}
+        if isinstance(cooldowns, Mapping):
+            for aid, until in cooldowns.items():
+                if isinstance(until, int) and until > now_ms and aid not in self._alerts:
+                    self._cooldown_until[str(aid)] = until
+        return refused
+
     def evaluate(
         self, totals: WindowTotals, now_ms: int, controls: Controls | None = None
     ) -> list[Transition]:
@@ -337,6 +405,7 @@ class Evaluator:
             state=RESOLVED,
             at=now,
             tid=self._new_tid(),
+            worker=self.worker,  # the evaluator that resolves it, maybe not the one that fired it
             value=_clean(obs.value) if obs else None,
             low=_clean(obs.low) if obs else None,
             high=_clean(obs.high) if obs else None,

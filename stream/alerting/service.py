@@ -1,15 +1,24 @@
-"""The alerting pieces wired into a running worker: timers, the Redis writer, /metrics.
+"""The alerting pieces wired into a running worker: the one evaluator, views, Redis, /metrics.
 
-``AlertService`` owns the evaluator and the sink. Three loops run in the worker's event
-loop, none of which can block or crash stream processing:
+Alerts are about the whole contact center, whatever the number of workers
+(docs/alerts.md, "One evaluator for the whole contact center"):
 
-* every ``CXSTREAM_ALERT_INTERVAL``: read the window totals of the partitions this
-  worker owns, evaluate the rules (pure, synchronous), buffer the transitions;
-* a writer task: on start-up read ``<p>:alerts:active`` once to take over the alerts
-  this worker already had firing (so a restart never fires them again), then write
-  buffered transitions as they come (with backoff while Redis is down) and refresh
-  acks and snoozes;
-* every ``CXSTREAM_SNAPSHOT_INTERVAL``: write the KPI snapshot hash.
+* every ``CXSTREAM_SNAPSHOT_INTERVAL`` each worker publishes one view per partition it
+  owns (:mod:`stream.partition_views`) to ``<p>:kpi:partitions``;
+* one worker at a time is the **evaluator**: it holds a lease in Redis
+  (``<p>:alerts:lease``, TTL two evaluation intervals, renewed twice per interval) with a
+  fencing epoch. Every ``CXSTREAM_ALERT_INTERVAL`` it sums the newest view of every
+  partition (its own partitions from its live state), evaluates the rules on that sum,
+  writes the transitions (fenced by its epoch) and stores its pending / `for` / cooldown
+  timers (``<p>:alerts:evaluator``) for a successor;
+* every other worker is a standby: it tries to take the lease at the same cadence, so
+  when the evaluator dies another one takes over within about two intervals, restores
+  the timers and adopts the firing alerts of ``<p>:alerts:active`` without firing them
+  again.
+
+None of this can block or crash stream processing: it runs in one task on the worker's
+event loop, every Redis call has a timeout, and while Redis is unreachable the
+evaluator goes on with the views it last read and buffers its transitions.
 """
 
 from __future__ import annotations
@@ -35,19 +44,20 @@ from stream.alerting.evaluator import (
     Transition,
 )
 from stream.alerting.rules import Rule
-from stream.alerting.sink import RedisSink, decode_active
+from stream.alerting.sink import LeaseClaim, RedisSink, decode_active
 from stream.metrics_catalog import ALERT_METRICS, INTERVAL_METRICS, LOW_CONFIDENCE
+from stream.partition_views import GlobalView, PartitionView, decode_views, encode_view, merge, view_of
 from stream.state import PartitionState, split_dim_key
 from stream.timeutil import now_ms
-from stream.windows import WindowReader, WindowTotals
+from stream.windows import WindowReader
 
 if TYPE_CHECKING:
     from stream.app import CxStream
 
 log = logging.getLogger(__name__)
 
-REDIS_OPERATIONS = ("transition", "snapshot", "controls", "seed", "sweep")
-#: How often active alerts are checked for ones nobody owns any more.
+REDIS_OPERATIONS = ("transition", "snapshot", "views", "controls", "seed", "lease", "sweep")
+#: How often the active alerts in Redis are checked against the evaluator's own.
 SWEEP_INTERVAL_S = 60.0
 _HELP = {spec.name: spec.help for spec in (*ALERT_METRICS, *INTERVAL_METRICS, LOW_CONFIDENCE)}
 
@@ -59,7 +69,7 @@ def label_names_of(processor: Any) -> tuple[str, ...]:
 
 
 class AlertService:
-    """Rule evaluation, Redis writes and snapshots for one worker."""
+    """Partition views, the evaluator lease, rule evaluation and Redis writes of one worker."""
 
     def __init__(
         self,
@@ -71,15 +81,15 @@ class AlertService:
         reference_now: Callable[[int], int],
         worker: str,
         windows: Sequence[str],
+        partitions: int,
         label_names: Sequence[str] = ("queue", "channel"),
         control_interval_s: float = 5.0,
         sweep_interval_s: float = SWEEP_INTERVAL_S,
-        hold: Callable[[], bool] | None = None,
         clock: Callable[[], int] = now_ms,
     ) -> None:
         self.rules = list(rules)
         self.sink = sink
-        # Faust's timer ticks can come a few ms early: tolerate up to 10% of an interval.
+        # Evaluation ticks can come a few ms early: tolerate up to 10% of an interval.
         self.evaluator = Evaluator(
             self.rules,
             label_names=label_names,
@@ -87,40 +97,82 @@ class AlertService:
             timer_slack_ms=int(control_interval_s * 100),
         )
         self.worker = worker
+        #: Unique per process: a restarted worker with the same id is a new lease holder.
+        self.holder = f"{worker}/{uuid.uuid4().hex[:12]}"
         self.windows = list(windows)
+        self.partitions = partitions
         self.label_names = tuple(label_names)
         self.control_interval_s = control_interval_s
+        self.lease_ttl_ms = max(1000, int(2 * control_interval_s * 1000))
         self.sweep_interval_s = sweep_interval_s
-        #: True while the partitions this worker owns are changing (rebalance, recovery):
-        #: evaluation is skipped, so half-recovered state cannot resolve (or fire) alerts.
-        self._hold = hold or (lambda: False)
         self._states = states
         self._reader = reader
         self._reference_now = reference_now
         self._clock = clock
         self._wake = asyncio.Event()
+        #: True while this worker holds the evaluator lease (as far as it knows).
+        self.leader = False
+        #: The lease epoch this worker holds or last held (fencing token).
+        self.epoch: int | None = None
+        #: Who holds the lease, as last seen.
+        self.lease_holder: str | None = None
+        #: The evaluator restored its timers and the active alerts after taking the lease.
         self.seeded = False
+        self.remote_views: list[PartitionView] = []
+        self._saved_state: str | None = None
         self.transitions: Counter[tuple[str, str]] = Counter()
         self.last_evaluation_ms = 0
+        self.last_samples: dict[str, float] = {}
         self.evaluation_errors = 0
         self.held_evaluations = 0
+        self.takeovers = 0
+        self._missing_logged: tuple[int, ...] = ()
+
+    # -- the global view -----------------------------------------------------------------------
+    def local_views(self, wall_ms: int) -> list[PartitionView]:
+        """A view of every partition this worker owns, from its live state."""
+        now = self._reference_now(wall_ms)
+        return [
+            view_of(
+                state,
+                self._reader.read([state], now),
+                partitions=self.partitions,
+                worker=self.worker,
+                at=wall_ms,
+            )
+            for state in self._states()
+        ]
+
+    def global_view(self, wall_ms: int) -> GlobalView:
+        """The newest view of every partition: Redis's, or this worker's own where newer."""
+        return merge(self.partitions, self.remote_views, self.local_views(wall_ms))
 
     # -- evaluation ----------------------------------------------------------------------------
-    def read_totals(self, wall_ms: int) -> WindowTotals:
-        return self._reader.read(self._states(), self._reference_now(wall_ms))
-
     def evaluate(self, wall_ms: int | None = None) -> list[Transition]:
-        """Evaluate every rule now and buffer the transitions (synchronous, no I/O).
+        """Evaluate every rule on the whole contact center now and buffer the transitions.
 
-        Skipped (returns ``[]``) while ownership is changing: see ``hold``.
+        Synchronous, no I/O. Does nothing unless this worker is the evaluator and has taken
+        over its predecessor's state; held (returns ``[]``) while some partition has no
+        view yet, so a partial sum can neither fire nor resolve anything.
         """
         wall = self._clock() if wall_ms is None else wall_ms
-        if self._hold():
-            self.held_evaluations += 1
+        if not (self.leader and self.seeded):
             return []
-        transitions = self.evaluator.evaluate(self.read_totals(wall), wall, self.sink.controls)
+        view = self.global_view(wall)
+        missing = tuple(view.missing())
+        if missing:
+            self.held_evaluations += 1
+            if missing != self._missing_logged:
+                log.info("alert evaluation waits for views of partitions %s", list(missing))
+            self._missing_logged = missing
+            return []
+        self._missing_logged = ()
+        transitions = self.evaluator.evaluate(view.totals(), wall, self.sink.controls)
         self.last_evaluation_ms = wall
         self._record(transitions)
+        self._saved_state = orjson.dumps(
+            {"worker": self.worker, "epoch": self.epoch, "at": wall, **self.evaluator.export_state()}
+        ).decode()
         return transitions
 
     def _record(self, transitions: list[Transition]) -> None:
@@ -139,143 +191,184 @@ class AlertService:
             self.sink.enqueue(transitions)
             self._wake.set()
 
-    async def evaluate_tick(self) -> None:
-        """Timer body: never raises into Faust."""
-        try:
-            self.evaluate()
-        except Exception:
-            self.evaluation_errors += 1
-            log.exception("alert evaluation failed")
+    # -- the lease -----------------------------------------------------------------------------
+    def on_claim(self, claim: LeaseClaim | None) -> None:
+        """Become the evaluator, stay it, or step down, from the answer to a lease claim."""
+        if claim is None:
+            return  # Redis unreachable: keep the role; fencing settles it when Redis is back
+        self.lease_holder = claim.holder
+        if claim.held:
+            if self.leader and claim.epoch == self.epoch:
+                return
+            if self.leader:
+                self.step_down(f"the lease was taken again under epoch {claim.epoch}")
+            self.leader, self.epoch, self.seeded = True, claim.epoch, False
+            self.sink.epoch = claim.epoch
+            self.takeovers += 1
+            log.info("this worker (%s) is now the alert evaluator (epoch %d)", self.worker, claim.epoch)
+        elif self.leader:
+            self.step_down(f"the lease is held by {claim.holder}")
 
-    # -- writer --------------------------------------------------------------------------------
-    async def run_writer(self) -> None:
-        """Task body: seed from Redis once, then write transitions and refresh controls forever."""
-        next_controls = 0.0
-        loop = asyncio.get_running_loop()
-        next_sweep = loop.time() + self.sweep_interval_s
-        while True:
-            try:
-                if not self.seeded and self.sink.retry_delay() == 0:
-                    await self.seed()
-                if self.seeded:
-                    if loop.time() >= next_controls:
-                        next_controls = loop.time() + self.control_interval_s
-                        await self.sink.refresh_controls()
-                    await self.sink.flush()
-                    if loop.time() >= next_sweep and not self.sink.buffer:
-                        next_sweep = loop.time() + self.sweep_interval_s
-                        await self.sweep()
-                        await self.sink.flush()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("alert writer step failed")
-            delay = self.control_interval_s if self.seeded else 1.0
-            if self.sink.buffer or not self.seeded:
-                delay = min(delay, max(0.05, self.sink.retry_delay()))
-            delay = min(delay, max(0.05, next_controls - loop.time()))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=delay)
-            self._wake.clear()
+    def step_down(self, why: str) -> None:
+        """Stop evaluating: forget alerts, timers and unwritten transitions (the new one decides)."""
+        log.warning("this worker is no longer the alert evaluator: %s", why)
+        if self.sink.buffer:
+            self.sink.fenced += len(self.sink.buffer)
+            self.sink.discard_buffer()
+        self.leader, self.seeded, self.epoch = False, False, None
+        self.sink.epoch = None
+        self.evaluator.reset()
+        self._saved_state = None
 
     async def seed(self) -> bool:
-        """Take over alerts this worker left firing in Redis; reconcile with the buffer."""
-        raw = await self.sink.read_active_raw("seed")
-        if raw is None:
+        """Take over: restore the predecessor's timers and adopt the alerts firing in Redis."""
+        got = await self.sink.read_takeover()
+        if got is None:
             return False
-        self.reconcile(decode_active(raw), self._clock(), raw)
+        raw_active, raw_state = got
+        saved: Any = None
+        if raw_state:
+            try:
+                saved = orjson.loads(raw_state)
+            except orjson.JSONDecodeError:
+                log.warning("unreadable evaluator state in Redis: starting without timers")
+        now = self._clock()
+        active = decode_active(raw_active)
+        refused = set(self.evaluator.restore(saved, active, now))
+        self._clean_up({aid: active[aid] for aid in refused}, now, raw_active)
         self.seeded = True
+        pending = len(self.evaluator.pending())
+        firing = len(self.evaluator.firing())
+        log.info("alert evaluator took over: %d alerts firing, %d pending", firing, pending)
         return True
 
     def reconcile(
         self, active: Mapping[str, Mapping[str, Any]], now: int, raw: Mapping[str, str] | None = None
     ) -> None:
-        """Merge Redis's firing alerts of this worker into the evaluator (restart, outage at start).
+        """Match Redis's firing alerts with the evaluator's (periodic housekeeping).
 
-        * already buffered as a fire (fired again while Redis was unreachable): the buffered
-          fire is a repeat and is dropped;
-        * unknown to the evaluator: adopted as firing, so it resolves normally later;
+        * one the evaluator already tracks, or has buffered: nothing to do (a buffered fire
+          of an alert Redis already shows is a repeat and is dropped);
+        * unknown to the evaluator but of a known rule: adopted as firing, so it resolves
+          normally later;
         * its rule is gone from the rules file (or its grouping changed): resolved now, so
           it does not stay active forever.
         """
         buffered = {t.alert_id for t in self.sink.buffer}
-        cleanups: list[Transition] = []
+        unknown: dict[str, Mapping[str, Any]] = {}
         for alert_id, payload in active.items():
-            if payload.get("worker") not in (self.worker, None, ""):
-                continue
             if self.sink.drop_buffered_fire(alert_id):
                 log.info("alert %s was already firing in Redis: not fired again", alert_id)
                 continue
             if alert_id in buffered or self.evaluator.is_firing(alert_id):
                 continue
             if self.evaluator.adopt(payload, now):
-                log.info("alert %s still firing from before: taken over", alert_id)
+                log.info("alert %s firing in Redis: taken over", alert_id)
                 continue
-            reason = "rule removed" if payload.get("rule") not in self.evaluator.rules else "rule changed"
-            cleanups.append(self._cleanup(alert_id, payload, now, reason, (raw or {}).get(alert_id)))
-        self._record(cleanups)
+            unknown[alert_id] = payload
+        self._clean_up(unknown, now, raw)
 
-    async def sweep(self) -> int:
-        """Resolve active alerts nobody owns any more; returns how many were queued.
-
-        An alert is orphaned when its worker has written no KPI snapshot for 30 s (the
-        worker is gone, e.g. scaled down), or when it is this worker's own but the
-        evaluator does not know it (its resolve was dropped from a full buffer). The
-        resolve only applies if the entry is still unchanged in Redis, so several workers
-        sweeping at once resolve it once.
-        """
-        raw = await self.sink.read_active_raw("sweep")
-        if raw is None:
-            return 0
-        active = decode_active(raw)
-        buffered = {t.alert_id for t in self.sink.buffer}
-        others = {
-            str(p.get("worker")) for p in active.values() if p.get("worker") not in (self.worker, None, "")
-        }
-        live = await self.sink.live_workers(others)
-        if live is None:
-            return 0
-        now = self._clock()
+    def _clean_up(
+        self, alerts: Mapping[str, Mapping[str, Any]], now: int, raw: Mapping[str, str] | None
+    ) -> None:
         cleanups = []
-        for alert_id, payload in active.items():
-            owner = payload.get("worker")
-            if alert_id in buffered:
-                continue
-            if owner in (self.worker, None, ""):
-                if not self.evaluator.is_firing(alert_id):
-                    cleanups.append(self._cleanup(alert_id, payload, now, "not firing", raw[alert_id]))
-            elif owner not in live:
-                cleanups.append(self._cleanup(alert_id, payload, now, f"worker {owner} gone", raw[alert_id]))
-        self._record(cleanups)
-        return len(cleanups)
-
-    def _cleanup(
-        self, alert_id: str, payload: Mapping[str, Any], now: int, reason: str, expect: str | None
-    ) -> Transition:
-        resolved = dict(payload, state=RESOLVED, at=now, tid=_new_tid(), reason=reason, worker=self.worker)
-        log.warning("resolving stale alert %s: %s", alert_id, reason)
-        return Transition(alert_id, RESOLVED, resolved, expect=expect)
-
-    # -- snapshots -----------------------------------------------------------------------------
-    async def snapshot_tick(self) -> None:
-        """Timer body: write this worker's KPI snapshot; never raises into Faust."""
-        try:
-            wall = self._clock()
-            fields = build_snapshot(
-                self.read_totals(wall), self.windows, self.label_names, worker=self.worker, at=wall
+        for alert_id, payload in alerts.items():
+            rule = payload.get("rule")
+            reason = "rule removed" if rule not in self.evaluator.rules else "rule changed"
+            resolved = dict(
+                payload, state=RESOLVED, at=now, tid=_new_tid(), reason=reason, worker=self.worker
             )
-            await self.sink.write_snapshot(self.worker, fields)
+            log.warning("resolving stale alert %s: %s", alert_id, reason)
+            cleanups.append(Transition(alert_id, RESOLVED, resolved, expect=(raw or {}).get(alert_id)))
+        self._record(cleanups)
+
+    async def sweep(self) -> None:
+        """Reconcile with ``<p>:alerts:active`` (alerts written by someone else, removed rules)."""
+        raw = await self.sink.read_active_raw("sweep")
+        if raw is not None:
+            self.reconcile(decode_active(raw), self._clock(), raw)
+
+    # -- the loop ------------------------------------------------------------------------------
+    async def step(self, *, evaluate: bool) -> None:
+        """One turn of the loop: lease, (if evaluator) views, controls, evaluation, writes."""
+        sink = self.sink
+        if sink.retry_delay() == 0:
+            self.on_claim(await sink.claim_lease(self.holder, self.lease_ttl_ms, self.epoch))
+        if not self.leader:
+            return
+        if not self.seeded and (sink.retry_delay() > 0 or not await self.seed()):
+            return
+        if evaluate:
+            if sink.retry_delay() == 0:
+                raw = await sink.read_views()
+                if raw is not None:
+                    self.remote_views, unreadable = decode_views(raw, self.label_names)
+                    if unreadable:
+                        log.warning("ignoring unreadable partition views %s", unreadable)
+                await sink.refresh_controls()
+            self.evaluate()
+        await sink.flush()
+        if self._saved_state is not None and not sink.buffer and sink.retry_delay() == 0:
+            written = await sink.write_evaluator_state(self._saved_state)
+            if written is not None:
+                self._saved_state = None
+            if written is False:
+                self.step_down("a newer evaluator holds the lease (state write fenced)")
+
+    async def run(self) -> None:
+        """Task body: the lease every half interval, evaluation every interval, forever."""
+        loop = asyncio.get_running_loop()
+        half = self.control_interval_s / 2
+        next_evaluation = loop.time()
+        next_sweep = loop.time() + self.sweep_interval_s
+        while True:
+            try:
+                due = loop.time() >= next_evaluation
+                if due:
+                    next_evaluation = max(next_evaluation + self.control_interval_s, loop.time() + half)
+                await self.step(evaluate=due)
+                if self.leader and self.seeded and loop.time() >= next_sweep and not self.sink.buffer:
+                    next_sweep = loop.time() + self.sweep_interval_s
+                    await self.sweep()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.evaluation_errors += 1
+                log.exception("alert loop step failed")
+            delay = min(half, max(0.0, next_evaluation - loop.time()))
+            if self.sink.buffer:
+                delay = min(delay, max(0.05, self.sink.retry_delay()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=max(0.01, delay))
+            self._wake.clear()
+
+    # -- views ---------------------------------------------------------------------------------
+    async def snapshot_tick(self) -> None:
+        """Timer body: publish this worker's partition views; never raises into Faust."""
+        try:
+            if self.sink.retry_delay() > 0:
+                return
+            wall = self._clock()
+            views = self.local_views(wall)
+            await self.sink.write_views(
+                [(v.partition, v.position, encode_view(v, self.label_names)) for v in views], wall
+            )
         except Exception:
-            log.exception("KPI snapshot failed")
+            log.exception("writing partition views failed")
 
     def wake(self) -> None:
         self._wake.set()
 
     async def shutdown(self, timeout: float = 3.0) -> None:
-        """Worker stopping: one last attempt to write buffered transitions, then close."""
+        """Worker stopping: write buffered transitions and views, hand the lease on, close."""
         try:
+            await asyncio.wait_for(self.snapshot_tick(), timeout)
             if self.sink.buffer and self.seeded:
                 await asyncio.wait_for(self.sink.flush(force=True), timeout)
+            if self.leader and not self.sink.buffer:
+                if self._saved_state is not None:
+                    await asyncio.wait_for(self.sink.write_evaluator_state(self._saved_state), timeout)
+                await asyncio.wait_for(self.sink.release_lease(self.holder), timeout)
         except Exception:  # shutdown must go on
             log.debug("final alert flush failed", exc_info=True)
         if self.sink.buffer:
@@ -285,32 +378,6 @@ class AlertService:
 
 def _new_tid() -> str:
     return uuid.uuid4().hex
-
-
-def build_snapshot(
-    totals: WindowTotals,
-    windows: Sequence[str],
-    label_names: Sequence[str],
-    *,
-    worker: str,
-    at: int,
-) -> dict[str, str]:
-    """The ``<p>:kpi:<worker>`` hash fields (docs/redis.md): ``_meta`` and one per window."""
-    fields = {
-        "_meta": orjson.dumps(
-            {"worker": worker, "at": at, "counters": list(kpi.COUNTERS), "windows": list(windows)}
-        ).decode()
-    }
-    for window in windows:
-        rows = []
-        for dim, counts in sorted(totals.get(window, {}).items()):
-            if dim.startswith(TRANSITION_MARK):
-                continue
-            row: dict[str, Any] = dict(zip(label_names, split_dim_key(dim), strict=False))
-            row["counts"] = [int(c) if float(c).is_integer() else c for c in counts]
-            rows.append(row)
-        fields[window] = orjson.dumps(rows).decode()
-    return fields
 
 
 # -- /metrics ----------------------------------------------------------------------------------
@@ -362,7 +429,7 @@ class IntervalCollector(Collector):
 
 
 class AlertCollector(Collector):
-    """Alert and Redis health metrics of one worker."""
+    """Alert, evaluator-lease and Redis health metrics of one worker."""
 
     def __init__(self, service: AlertService) -> None:
         self.service = service
@@ -385,8 +452,24 @@ class AlertCollector(Collector):
             firing.add_metric([rule.name, rule.severity], per_rule.get(rule.name, 0))
         yield firing
 
+        yield GaugeMetricFamily(
+            "cx_alert_evaluator", _HELP["cx_alert_evaluator"], value=1.0 if service.leader else 0.0
+        )
+        yield CounterMetricFamily(
+            "cx_alert_evaluator_takeovers",
+            _HELP["cx_alert_evaluator_takeovers_total"],
+            value=service.takeovers,
+        )
+        yield CounterMetricFamily(
+            "cx_alert_evaluations_held",
+            _HELP["cx_alert_evaluations_held_total"],
+            value=service.held_evaluations,
+        )
         yield GaugeMetricFamily("cx_alerts_buffered", _HELP["cx_alerts_buffered"], value=len(sink.buffer))
         yield CounterMetricFamily("cx_alerts_dropped", _HELP["cx_alerts_dropped_total"], value=sink.dropped)
+        yield CounterMetricFamily(
+            "cx_alerts_superseded", _HELP["cx_alerts_superseded_total"], value=sink.fenced
+        )
         errors = CounterMetricFamily("cx_redis_errors", _HELP["cx_redis_errors_total"], labels=("operation",))
         for operation in REDIS_OPERATIONS:
             errors.add_metric([operation], sink.errors.get(operation, 0))
@@ -397,16 +480,6 @@ class AlertCollector(Collector):
             _HELP["cx_alert_last_evaluation_timestamp_seconds"],
             value=service.last_evaluation_ms / 1000,
         )
-
-
-def owner_changing(cx: CxStream) -> bool:
-    """True while the worker owns no partitions, or Faust is rebalancing or recovering state."""
-    app = cx.app
-    return (
-        not cx.table.states
-        or bool(getattr(app, "rebalancing", False))
-        or bool(getattr(app, "in_recovery", False))
-    )
 
 
 def install_service(cx: CxStream, rules: Sequence[Rule]) -> AlertService:
@@ -427,9 +500,9 @@ def install_service(cx: CxStream, rules: Sequence[Rule]) -> AlertService:
         reference_now=cx.processor.reference_now_ms,
         worker=settings.effective_worker_id,
         windows=[label for label, _ in settings.window_list],
+        partitions=settings.partitions,
         label_names=label_names,
         control_interval_s=alert_interval,
-        hold=lambda: owner_changing(cx),
     )
     cx.registry.register(
         IntervalCollector(
@@ -443,17 +516,13 @@ def install_service(cx: CxStream, rules: Sequence[Rule]) -> AlertService:
     cx.registry.register(AlertCollector(service))
     app = cx.app
 
-    @app.timer(interval=alert_interval, name="cx-alert-evaluate")
-    async def evaluate_alerts() -> None:
-        await service.evaluate_tick()
-
-    @app.timer(interval=settings.seconds("snapshot_interval"), name="cx-kpi-snapshot")
-    async def write_snapshot() -> None:
+    @app.timer(interval=settings.seconds("snapshot_interval"), name="cx-kpi-views")
+    async def write_views() -> None:
         await service.snapshot_tick()
 
     @app.task
-    async def alert_writer() -> None:
-        await service.run_writer()
+    async def alert_evaluator() -> None:
+        await service.run()
 
     async def flush_alerts(sender: Any, *args: Any, **kwargs: Any) -> None:
         await service.shutdown()

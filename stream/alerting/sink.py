@@ -13,12 +13,20 @@
   written exactly once (as long as fewer than ``DEDUP_DEPTH`` other transitions were
   logged in between), and the first attempt skips the look-up.
 
-  A transition with ``expect`` (cleanup of an alert nobody owns) applies only if the
-  active hash still holds exactly that JSON: several workers can sweep at once. One
-  that Redis answers with an error ``MAX_REJECTIONS`` times is dropped and counted.
+  A transition with ``expect`` (cleanup of an alert left behind) applies only if the
+  active hash still holds exactly that JSON. One that Redis answers with an error
+  ``MAX_REJECTIONS`` times is dropped and counted.
 
-* **KPI snapshots** (``<p>:kpi:<worker>``) are written in one ``MULTI`` (``DEL``,
-  ``HSET``, ``EXPIRE``): never buffered, the next one replaces a lost one.
+  Fencing: every transition carries the evaluator's lease epoch (``<p>:alerts:epoch``);
+  the script refuses it when a newer evaluator has taken the lease since, so a worker
+  that lost the lease (paused, cut off from Redis) can never write after its successor.
+
+* **The evaluator lease** (``<p>:alerts:lease``) is claimed and renewed by a script that
+  hands out a new epoch to every new holder (see ``_CLAIM_LEASE``); the evaluator's timers
+  (``<p>:alerts:evaluator``) are written fenced by the same epoch.
+* **Partition views** (``<p>:kpi:partitions``, :mod:`stream.partition_views`) are written
+  by a script that keeps, per partition, the view reflecting the most input: never
+  buffered, the next one replaces a lost one.
 * **Controls** (acks, snoozes) are read every evaluation; on failure the last good
   copy is used.
 
@@ -34,7 +42,8 @@ import logging
 import random
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -44,20 +53,25 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
 from stream.alerting.evaluator import FIRING, Ack, Controls, Transition
+from stream.redis_keys import RedisKeys
 
 log = logging.getLogger(__name__)
 
 LOG_MAXLEN = 10_000
-SNAPSHOT_TTL_S = 30
 DEDUP_DEPTH = 500
 BACKOFF_BASE_S = 0.5
 BACKOFF_MAX_S = 10.0
 #: A transition Redis answers with an error this often is dropped (and counted).
 MAX_REJECTIONS = 5
 
-# KEYS: active, log, acks.
-# ARGV: state, alert id, JSON, tid, log maxlen, channel, dedup depth, expected active JSON or ''.
+# KEYS: active, log, acks, epoch.
+# ARGV: state, alert id, JSON, tid, log maxlen, channel, dedup depth, expected active JSON or '',
+#       fencing token (the evaluator's epoch) or ''.
+# Returns 1 written, 0 already written / no longer as expected, -1 fenced (a newer evaluator).
 _WRITE_TRANSITION = """
+if ARGV[9] ~= '' and redis.call('GET', KEYS[4]) ~= ARGV[9] then
+  return -1
+end
 if ARGV[8] ~= '' and redis.call('HGET', KEYS[1], ARGV[2]) ~= ARGV[8] then
   return 0
 end
@@ -84,20 +98,83 @@ redis.call('PUBLISH', ARGV[6], ARGV[3])
 return 1
 """
 
+# The evaluator lease. KEYS: lease, epoch. ARGV: holder, ttl ms, the epoch the holder last had or ''.
+# Returns {1, epoch, holder} when ``holder`` holds the lease now, {0, epoch, other holder} if not.
+# A free lease taken back by its last holder keeps the epoch when nobody else took it meanwhile
+# (a Redis outage longer than the TTL), so transitions buffered under that epoch stay valid;
+# every other new holder gets a new epoch, which fences out whatever the old one still sends.
+_CLAIM_LEASE = """
+local holder = redis.call('GET', KEYS[1])
+local epoch = tonumber(redis.call('GET', KEYS[2]) or '0')
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return {1, epoch, holder}
+end
+if holder then
+  return {0, epoch, holder}
+end
+if ARGV[3] == '' or tonumber(ARGV[3]) ~= epoch then
+  epoch = redis.call('INCR', KEYS[2])
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return {1, epoch, ARGV[1]}
+"""
 
-class Keys:
-    """Redis key names under a prefix (docs/redis.md)."""
+# KEYS: lease. ARGV: holder. Deletes the lease only if ``holder`` holds it.
+_RELEASE_LEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
 
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
-        self.active = f"{prefix}:alerts:active"
-        self.log = f"{prefix}:alerts:log"
-        self.channel = f"{prefix}:alerts"
-        self.acks = f"{prefix}:alerts:acks"
-        self.snoozes = f"{prefix}:alerts:snoozes"
+# KEYS: epoch, evaluator state. ARGV: fencing token, JSON. Only the current evaluator writes.
+_WRITE_EVALUATOR_STATE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return -1
+end
+redis.call('SET', KEYS[2], ARGV[2])
+return 1
+"""
 
-    def kpi(self, worker: str) -> str:
-        return f"{self.prefix}:kpi:{worker}"
+# Partition views. KEYS: views, positions. ARGV: now ms, takeover ms, then (partition,
+# position, JSON) triples. A view replaces the stored one unless that one reflects more input
+# (a higher position) and is younger than the takeover age, so readers always find the newest
+# view of each partition, whichever worker wrote it. Returns how many were written.
+_WRITE_VIEWS = """
+local now = tonumber(ARGV[1])
+local takeover = tonumber(ARGV[2])
+local written = 0
+for i = 3, #ARGV, 3 do
+  local stored = redis.call('HGET', KEYS[2], ARGV[i])
+  local newer = true
+  if stored then
+    local position, at = string.match(stored, '^(%-?%d+):(%d+)$')
+    if position and tonumber(position) > tonumber(ARGV[i + 1]) and tonumber(at) > now - takeover then
+      newer = false
+    end
+  end
+  if newer then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 2])
+    redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1] .. ':' .. ARGV[1])
+    written = written + 1
+  end
+end
+return written
+"""
+
+#: A stored view older than this is replaced even by one at a lower position (the topics were
+#: reset, or the partition's new owner cannot catch up): a view never blocks its partition.
+VIEW_TAKEOVER_MS = 30_000
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseClaim:
+    """The answer to a lease claim: who holds the evaluator lease, under which epoch."""
+
+    held: bool
+    epoch: int
+    holder: str
 
 
 def connect(url: str, timeout: float = 2.0) -> aioredis.Redis:
@@ -126,13 +203,21 @@ class RedisSink:
         clock: Callable[[], float] = time.monotonic,
         client: aioredis.Redis | None = None,
     ) -> None:
-        self.keys = Keys(prefix)
+        self.keys = RedisKeys(prefix)
         self.timeout = timeout
         self.log_maxlen = log_maxlen
         self.buffer: deque[Transition] = deque()
         self.buffer_max = buffer_max
         self.client = client or connect(url, timeout)
         self._script = self.client.register_script(_WRITE_TRANSITION)
+        self._claim = self.client.register_script(_CLAIM_LEASE)
+        self._release = self.client.register_script(_RELEASE_LEASE)
+        self._write_state = self.client.register_script(_WRITE_EVALUATOR_STATE)
+        self._write_views = self.client.register_script(_WRITE_VIEWS)
+        #: Fencing token of this worker's evaluator lease; transitions carry it (None: unfenced).
+        self.epoch: int | None = None
+        #: Transitions refused because a newer evaluator holds the lease.
+        self.fenced = 0
         self._clock = clock
         #: tids whose earlier attempt may have reached Redis: retry them with the dedup look-up.
         self._uncertain: set[str] = set()
@@ -178,9 +263,9 @@ class RedisSink:
             tid = transition.tid
             depth = DEDUP_DEPTH if tid in self._uncertain else 0
             try:
-                await self._call(
+                result = await self._call(
                     self._script(
-                        keys=[self.keys.active, self.keys.log, self.keys.acks],
+                        keys=[self.keys.active, self.keys.log, self.keys.acks, self.keys.epoch],
                         args=[
                             transition.state,
                             transition.alert_id,
@@ -190,6 +275,7 @@ class RedisSink:
                             self.keys.channel,
                             depth,
                             transition.expect or "",
+                            "" if self.epoch is None else str(self.epoch),
                         ],
                     )
                 )
@@ -205,13 +291,30 @@ class RedisSink:
                         self._give_up(transition, exc)
                         continue
                 break
+            self._succeeded()
+            if result == -1:
+                # A newer evaluator holds the lease: nothing this one still holds may be written.
+                self.fenced += len(self.buffer)
+                log.warning(
+                    "alert evaluator lease moved on (epoch %s is old): %d buffered transitions "
+                    "superseded, the new evaluator decides",
+                    self.epoch,
+                    len(self.buffer),
+                )
+                self.discard_buffer()
+                break
             self.buffer.popleft()
             self._uncertain.discard(tid)
             self._rejected.pop(tid, None)
             self.written += 1
             written += 1
-            self._succeeded()
         return written
+
+    def discard_buffer(self) -> None:
+        """Forget every buffered transition (this worker is no longer the evaluator)."""
+        self.buffer.clear()
+        self._uncertain.clear()
+        self._rejected.clear()
 
     def _give_up(self, transition: Transition, exc: BaseException) -> None:
         self.buffer.popleft()
@@ -253,22 +356,6 @@ class RedisSink:
         raw = await self.read_active_raw(operation)
         return None if raw is None else decode_active(raw)
 
-    async def live_workers(self, workers: Iterable[str]) -> set[str] | None:
-        """The workers among ``workers`` whose KPI snapshot key exists (alive in the last 30 s)."""
-        names = sorted(set(workers))
-        if not names:
-            return set()
-        try:
-            async with self.client.pipeline(transaction=False) as pipe:
-                for name in names:
-                    pipe.exists(self.keys.kpi(name))
-                found = await self._call(pipe.execute())
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._failed("sweep", exc)
-            return None
-        self._succeeded()
-        return {name for name, exists in zip(names, found, strict=True) if exists}
-
     async def refresh_controls(self, now_ms: int | None = None) -> Controls:
         """Read acks and snoozes; on failure keep (and return) the last good copy."""
         try:
@@ -283,21 +370,84 @@ class RedisSink:
         self.controls = parse_controls(acks_raw, snoozes_raw)
         return self.controls
 
-    # -- snapshots -----------------------------------------------------------------------------
-    async def write_snapshot(self, worker: str, fields: dict[str, str]) -> bool:
-        """Replace ``<p>:kpi:<worker>`` with ``fields`` atomically; expires after 30 s."""
-        key = self.keys.kpi(worker)
+    # -- the evaluator lease ---------------------------------------------------------------------
+    async def claim_lease(self, holder: str, ttl_ms: int, last_epoch: int | None) -> LeaseClaim | None:
+        """Take or renew the evaluator lease for ``holder``; None when Redis cannot be reached."""
         try:
-            async with self.client.pipeline(transaction=True) as pipe:
-                pipe.delete(key)
-                pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
-                pipe.expire(key, SNAPSHOT_TTL_S)
-                await self._call(pipe.execute())
+            held, epoch, current = await self._call(
+                self._claim(
+                    keys=[self.keys.lease, self.keys.epoch],
+                    args=[holder, ttl_ms, "" if last_epoch is None else str(last_epoch)],
+                )
+            )
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._failed("lease", exc)
+            return None
+        self._succeeded()
+        return LeaseClaim(bool(held), int(epoch), str(current))
+
+    async def release_lease(self, holder: str) -> bool:
+        """Give the lease up (worker stopping) so another worker takes over at once."""
+        try:
+            return bool(await self._call(self._release(keys=[self.keys.lease], args=[holder])))
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._failed("lease", exc)
+            return False
+
+    async def write_evaluator_state(self, state: str) -> bool | None:
+        """Store the evaluator's timers for a successor: True written, False fenced, None failed."""
+        if self.epoch is None:
+            return False
+        try:
+            result = await self._call(
+                self._write_state(keys=[self.keys.epoch, self.keys.evaluator], args=[str(self.epoch), state])
+            )
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._failed("lease", exc)
+            return None
+        self._succeeded()
+        return bool(result == 1)
+
+    async def read_takeover(self) -> tuple[dict[str, str], str | None] | None:
+        """``<p>:alerts:active`` as stored and the previous evaluator's state, for a new evaluator."""
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.hgetall(self.keys.active)
+                pipe.get(self.keys.evaluator)
+                active, state = await self._call(pipe.execute())
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._failed("seed", exc)
+            return None
+        self._succeeded()
+        return active, state
+
+    # -- partition views -----------------------------------------------------------------------
+    async def write_views(self, views: Sequence[tuple[int, int, str]], now_ms: int) -> int | None:
+        """Store (partition, position, JSON) views where newer than the stored ones; how many."""
+        if not views:
+            return 0
+        args: list[Any] = [now_ms, VIEW_TAKEOVER_MS]
+        for partition, position, text in views:
+            args += [partition, position, text]
+        try:
+            written = await self._call(
+                self._write_views(keys=[self.keys.views, self.keys.view_positions], args=args)
+            )
         except (RedisError, OSError, TimeoutError) as exc:
             self._failed("snapshot", exc)
-            return False
+            return None
         self._succeeded()
-        return True
+        return int(written)
+
+    async def read_views(self) -> dict[str, str] | None:
+        """``<p>:kpi:partitions`` as stored (partition -> view JSON), or None on failure."""
+        try:
+            raw: dict[str, str] = await self._call(self.client.hgetall(self.keys.views))
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._failed("views", exc)
+            return None
+        self._succeeded()
+        return raw
 
     async def close(self) -> None:
         with contextlib.suppress(RedisError, OSError):
@@ -311,8 +461,9 @@ class RedisSink:
     def _failed(self, operation: str, exc: BaseException) -> None:
         self.errors[operation] += 1
         self.up = False
-        if operation in ("transition", "seed"):
-            self.back_off()
+        # Every failure backs off every call: a frozen Redis costs one timeout per backoff step,
+        # not one per call, and the evaluator goes on with what it last read.
+        self.back_off()
         if self._down_since is None:
             self._down_since = self._clock()
             log.warning(

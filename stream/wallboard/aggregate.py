@@ -1,12 +1,11 @@
-"""Pure wallboard logic: worker snapshots in, the page's state document out.
+"""Pure wallboard logic: the global view in, the page's state document out.
 
-No I/O. Each worker's ``<prefix>:kpi:<worker_id>`` hash holds the partial counts of the
-partitions it owns (docs/redis.md); this module
+No I/O. The workers publish one view per partition (``<prefix>:kpi:partitions``,
+docs/redis.md); this module
 
-* decodes a snapshot hash, re-ordering its count vectors by the counter names in its
-  ``_meta`` (so a worker on an older or newer counter layout still adds up correctly),
-* sums the count vectors of every live worker per window and queue, plus an
-  "all queues" row (:data:`ALL_QUEUES`), dropping snapshots older than ``stale_after``,
+* sums one view per partition per window and queue, plus an "all queues" row
+  (:data:`ALL_QUEUES`) -- the same sum the alert evaluator uses, so the board and the
+  alerts agree whatever the number of workers and during rebalances,
 * computes every tile's ratio from those **summed counts** with
   :func:`stream.kpi.derived_kpis` (never an average of per-worker ratios), its sample
   size, its low-confidence flag (sample size below ``min_samples``), its 95% interval,
@@ -24,6 +23,8 @@ from typing import Any, Final, Literal
 import orjson
 
 from stream import kpi
+from stream.partition_views import GlobalView
+from stream.state import UNKNOWN, split_dim_key
 from stream.stats import kpi_interval
 from stream.timeutil import parse_duration
 
@@ -37,10 +38,6 @@ SEVERITY_ORDER: Final = ("critical", "page", "warning", "info")
 STATE_VERSION: Final = 1
 
 Status = Literal["good", "warn", "bad", "empty"]
-
-
-class SnapshotError(ValueError):
-    """A ``<prefix>:kpi:<worker>`` hash that cannot be read (no or bad ``_meta``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,98 +68,39 @@ TILES: Final[tuple[TileSpec, ...]] = (
         "ces_high_effort_ratio", "High effort", "percent", False, 0.15, 0.25, kpi.CES_RESPONSES, "responses"
     ),
     TileSpec(
-        "repeat_contact_ratio", "Repeat contacts", "percent", False, 0.20, 0.30, kpi.CONTACTS, "contacts"
+        "repeat_contact_ratio",
+        "Repeat contacts",
+        "percent",
+        False,
+        0.20,
+        0.30,
+        kpi.REPEAT_CHECKED_CONTACTS,
+        "contacts",
     ),
     TileSpec("transfer_ratio", "Transfers", "percent", False, 0.15, 0.25, kpi.CONTACTS_ENDED, "ended"),
     TileSpec(
-        "channel_switch_ratio", "Channel switches", "percent", False, 0.05, 0.10, kpi.CONTACTS, "contacts"
+        "channel_switch_ratio",
+        "Channel switches",
+        "percent",
+        False,
+        0.05,
+        0.10,
+        kpi.REPEAT_CHECKED_CONTACTS,
+        "contacts",
     ),
 )
 TILE_KEYS: Final = tuple(t.key for t in TILES)
 
 
-# -- snapshots -------------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class WorkerSnapshot:
-    """One worker's decoded snapshot: per window, ``(queue, counts)`` rows in COUNTERS order."""
-
-    worker: str
-    at: int
-    windows: dict[str, list[tuple[str, list[float]]]]
-
-
-def _counter_map(names: object) -> list[int | None]:
-    """Position in :data:`stream.kpi.COUNTERS` of each position of a stored vector."""
-    if not isinstance(names, list) or not names:
-        return list(range(kpi.N_COUNTERS))
-    index = {name: i for i, name in enumerate(kpi.COUNTERS)}
-    return [index.get(name) if isinstance(name, str) else None for name in names]
-
-
-def _number(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return 0.0
-    return float(value) if math.isfinite(value) and value > 0 else 0.0
-
-
-def parse_snapshot(worker: str, fields: Mapping[str, str | bytes]) -> WorkerSnapshot:
-    """Decode the fields of one ``<prefix>:kpi:<worker>`` hash (see docs/redis.md).
-
-    Count vectors are re-ordered into the order of :data:`stream.kpi.COUNTERS` using
-    ``_meta.counters``; counters this version does not know are ignored, missing ones
-    read 0. Unreadable window fields and rows are skipped; a missing or unreadable
-    ``_meta`` raises :class:`SnapshotError`.
-    """
-    raw_meta = fields.get("_meta")
-    if raw_meta is None:
-        raise SnapshotError(f"snapshot of {worker!r} has no _meta")
-    try:
-        meta = orjson.loads(raw_meta)
-    except orjson.JSONDecodeError as exc:
-        raise SnapshotError(f"snapshot of {worker!r}: unreadable _meta ({exc})") from None
-    if not isinstance(meta, dict):
-        raise SnapshotError(f"snapshot of {worker!r}: _meta is not an object")
-    at = meta.get("at")
-    if isinstance(at, bool) or not isinstance(at, int | float):
-        raise SnapshotError(f"snapshot of {worker!r}: _meta.at missing")
-    positions = _counter_map(meta.get("counters"))
-    labels = meta.get("windows")
-    window_labels = (
-        [w for w in labels if isinstance(w, str)]
-        if isinstance(labels, list)
-        else [k for k in fields if k != "_meta"]
-    )
-    windows: dict[str, list[tuple[str, list[float]]]] = {}
-    for label in window_labels:
-        raw = fields.get(label)
-        if raw is None:
-            continue
-        try:
-            rows = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            continue
-        if not isinstance(rows, list):
-            continue
-        parsed: list[tuple[str, list[float]]] = []
-        for row in rows:
-            if not isinstance(row, dict) or not isinstance(row.get("counts"), list):
-                continue
-            counts = kpi.zero_counts()
-            for pos, value in zip(positions, row["counts"], strict=False):
-                if pos is not None:
-                    counts[pos] += _number(value)
-            parsed.append((str(row.get("queue") or "unknown"), counts))
-        windows[label] = parsed
-    return WorkerSnapshot(str(meta.get("worker") or worker), int(at), windows)
-
-
+# -- the global view ------------------------------------------------------------------------------
 @dataclass(slots=True)
 class WorkerInfo:
-    """A snapshot seen in Redis: who, when, and whether it was left out as stale."""
+    """A worker that wrote partition views: when last, which partitions, whether stale."""
 
     worker: str
     at: int
     stale: bool
+    partitions: list[int] = field(default_factory=list)
 
     def as_json(self, now_ms: int) -> dict[str, Any]:
         return {
@@ -170,6 +108,7 @@ class WorkerInfo:
             "at": self.at,
             "age_s": round((now_ms - self.at) / 1000, 1),
             "stale": self.stale,
+            "partitions": self.partitions,
         }
 
 
@@ -179,25 +118,35 @@ class Totals:
 
     counts: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     workers: list[WorkerInfo] = field(default_factory=list)
+    #: Coverage: ``{"total": n, "missing": [...], "stale": [...]}`` partition numbers.
+    partitions: dict[str, Any] = field(default_factory=lambda: {"total": 0, "missing": [], "stale": []})
 
 
-def sum_snapshots(snapshots: Iterable[WorkerSnapshot], now_ms: int, stale_after_ms: int) -> Totals:
-    """Sum the count vectors of every live snapshot per window and queue.
+def sum_views(view: GlobalView, now_ms: int, stale_after_ms: int) -> Totals:
+    """Sum one view per partition (the whole contact center) per window and queue.
 
-    A snapshot whose ``_meta.at`` is more than ``stale_after_ms`` old is left out (and
-    listed as stale): its worker stopped refreshing it, so its counts are not current.
+    The same sum the alert evaluator makes (:mod:`stream.partition_views`), so the board
+    and the alerts never disagree. A view older than ``stale_after_ms`` still counts (it is
+    the newest known state of its partition; leaving it out would undercount silently)
+    and is listed as stale, with its worker, so the page can say so.
     """
     totals = Totals()
-    for snap in sorted(snapshots, key=lambda s: s.worker):
-        stale = now_ms - snap.at > stale_after_ms
-        totals.workers.append(WorkerInfo(snap.worker, snap.at, stale))
-        if stale:
-            continue
-        for window, rows in snap.windows.items():
-            per_queue = totals.counts.setdefault(window, {ALL_QUEUES: kpi.zero_counts()})
-            for queue, counts in rows:
-                kpi.add_into(per_queue.setdefault(queue, kpi.zero_counts()), counts)
-                kpi.add_into(per_queue[ALL_QUEUES], counts)
+    for worker, views in sorted(view.by_worker().items()):
+        at = max(v.at for v in views)
+        totals.workers.append(
+            WorkerInfo(worker, at, now_ms - at > stale_after_ms, [v.partition for v in views])
+        )
+    for window, per_dim in view.totals().items():
+        per_queue = totals.counts.setdefault(window, {ALL_QUEUES: kpi.zero_counts()})
+        for dim, counts in per_dim.items():
+            queue = split_dim_key(dim)[0] or UNKNOWN
+            kpi.add_into(per_queue.setdefault(queue, kpi.zero_counts()), counts)
+            kpi.add_into(per_queue[ALL_QUEUES], counts)
+    totals.partitions = {
+        "total": view.partitions,
+        "missing": view.missing(),
+        "stale": view.stale(now_ms, stale_after_ms),
+    }
     return totals
 
 
@@ -379,6 +328,7 @@ def build_state(
             for t in TILES
         ],
         "workers": [w.as_json(now_ms) for w in totals.workers],
+        "partitions": totals.partitions,
         "alerts": [dict(a) for a in alerts],
         "data": data,
     }

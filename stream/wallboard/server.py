@@ -28,7 +28,8 @@ import orjson
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from stream.wallboard.aggregate import Totals, attach_trends, build_state, parse_alerts, sum_snapshots
+from stream.partition_views import merge
+from stream.wallboard.aggregate import Totals, attach_trends, build_state, parse_alerts, sum_views
 from stream.wallboard.source import REDIS_ERRORS, RedisSource, describe
 from stream.wallboard.sse import COMMENT_PING, StateHub, format_event, format_retry
 from stream.wallboard.trends import TrendBuffer
@@ -123,7 +124,7 @@ class Wallboard:
             if not self.redis_ok and self.failures:
                 log.warning("Redis reachable again after %d failed reads", self.failures)
             self.redis_ok, self.failures, self.last_success = True, 0, now
-            totals = sum_snapshots(read.snapshots, now, int(self.config.stale_after_s * 1000))
+            totals = sum_views(merge(None, read.views), now, int(self.config.stale_after_s * 1000))
             state = build_state(
                 totals,
                 parse_alerts(read.active, read.acks),
@@ -410,7 +411,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--stale-after",
         type=float,
         default=60.0,
-        help="leave out worker snapshots older than this many seconds (default 60)",
+        help="mark partition views older than this many seconds as stale (default 60)",
     )
     parser.add_argument(
         "--log-level", choices=["debug", "info", "warning", "error"], help="(CXSTREAM_LOG_LEVEL)"

@@ -1,6 +1,6 @@
 """Read-only access to the Redis layout of docs/redis.md, for the wallboard.
 
-Reads, never writes: ``<prefix>:kpi:*`` snapshot hashes (found with ``SCAN``),
+Reads, never writes: the partition views ``<prefix>:kpi:partitions``,
 ``<prefix>:alerts:active`` and ``<prefix>:alerts:acks`` in one pipeline, and listens on
 the ``<prefix>:alerts`` pub/sub channel. Every call has a timeout and there are no
 hidden retries: the caller decides when to try again (with backoff), so a dead Redis
@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -21,33 +20,19 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from stream.wallboard.aggregate import SnapshotError, WorkerSnapshot, parse_snapshot
+from stream.partition_views import PartitionView, decode_views
+from stream.redis_keys import RedisKeys
 
 log = logging.getLogger(__name__)
 
 #: What a lost, refused, frozen or confused Redis raises.
 REDIS_ERRORS = (RedisError, OSError, TimeoutError, asyncio.TimeoutError)
-SCAN_COUNT = 200
-
-_GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
 
 
 def describe(exc: BaseException) -> str:
     """A short error text for the page and the log (never includes the Redis URL)."""
     text = str(exc).strip()
     return exc.__class__.__name__ + (f": {text}" if text else "")
-
-
-class Keys:
-    """Key names under a prefix (docs/redis.md)."""
-
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
-        self.active = f"{prefix}:alerts:active"
-        self.acks = f"{prefix}:alerts:acks"
-        self.channel = f"{prefix}:alerts"
-        self.kpi_prefix = f"{prefix}:kpi:"
-        self.kpi_pattern = _GLOB_SPECIAL.sub(r"\\\1", self.kpi_prefix) + "*"
 
 
 def connect(url: str, timeout: float | None = 2.0, health_check_interval: int = 0) -> aioredis.Redis:
@@ -66,7 +51,7 @@ def connect(url: str, timeout: float | None = 2.0, health_check_interval: int = 
 class RedisRead:
     """One consistent-enough read of everything the board shows."""
 
-    snapshots: list[WorkerSnapshot] = field(default_factory=list)
+    views: list[PartitionView] = field(default_factory=list)
     active: dict[str, str] = field(default_factory=dict)
     acks: dict[str, str] = field(default_factory=dict)
     unreadable: list[str] = field(default_factory=list)
@@ -77,37 +62,27 @@ class RedisSource:
 
     def __init__(self, url: str, prefix: str, *, timeout: float = 2.0) -> None:
         self.url = url
-        self.keys = Keys(prefix)
+        self.keys = RedisKeys(prefix)
         self.timeout = timeout
         self.client = connect(url, timeout)
         self._warned: set[str] = set()
 
     async def read(self) -> RedisRead:
-        """Snapshots, active alerts and acks; raises one of :data:`REDIS_ERRORS` on failure."""
+        """Partition views, active alerts and acks; raises one of :data:`REDIS_ERRORS` on failure."""
         return await asyncio.wait_for(self._read(), timeout=self.timeout * 3)
 
     async def _read(self) -> RedisRead:
-        keys = [key async for key in self.client.scan_iter(match=self.keys.kpi_pattern, count=SCAN_COUNT)]
-        keys = sorted(set(keys))
         async with self.client.pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.hgetall(key)
+            pipe.hgetall(self.keys.views)
             pipe.hgetall(self.keys.active)
             pipe.hgetall(self.keys.acks)
-            replies = await pipe.execute()
-        result = RedisRead(active=replies[-2] or {}, acks=replies[-1] or {})
-        for key, fields in zip(keys, replies[:-2], strict=True):
-            if not fields:  # expired between SCAN and HGETALL
-                continue
-            worker = key[len(self.keys.kpi_prefix) :]
-            try:
-                result.snapshots.append(parse_snapshot(worker, fields))
-            except SnapshotError as exc:
-                result.unreadable.append(key)
-                if key not in self._warned:
-                    self._warned.add(key)
-                    log.warning("ignoring %s", exc)
-        return result
+            raw_views, active, acks = await pipe.execute()
+        views, unreadable = decode_views(raw_views or {})
+        for name in unreadable:
+            if name not in self._warned:
+                self._warned.add(name)
+                log.warning("ignoring the unreadable view of partition %s in %s", name, self.keys.views)
+        return RedisRead(views=views, active=active or {}, acks=acks or {}, unreadable=unreadable)
 
     async def listen(
         self,

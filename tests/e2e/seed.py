@@ -1,7 +1,7 @@
 """Write wallboard test data into Redis exactly as docs/redis.md lays it out.
 
-Used by the wallboard integration and end-to-end tests: KPI snapshot hashes
-``<prefix>:kpi:<worker>`` (``_meta`` + one JSON field per window) and firing alerts
+Used by the wallboard integration and end-to-end tests: partition views in
+``<prefix>:kpi:partitions`` (one JSON field per partition) and firing alerts
 (``<prefix>:alerts:active`` + ``<prefix>:alerts:log`` + a ``PUBLISH`` on ``<prefix>:alerts``).
 """
 
@@ -28,32 +28,40 @@ def vector(**named: float) -> list[float]:
     return counts
 
 
-def snapshot_fields(
+def partition_view(
+    partition: int,
+    partitions: int,
     worker: str,
     at_ms: int,
     windows: Mapping[str, Sequence[tuple[str, str, Sequence[float]]]],
-    counters: Sequence[str] = kpi.COUNTERS,
-) -> dict[str, str]:
-    """The hash fields of ``<prefix>:kpi:<worker>``: rows are ``(queue, channel, counts)``."""
-    fields = {
-        "_meta": orjson.dumps(
-            {"worker": worker, "at": at_ms, "counters": list(counters), "windows": list(windows)}
-        ).decode()
-    }
-    for window, rows in windows.items():
-        fields[window] = orjson.dumps(
-            [{"queue": q, "channel": ch, "counts": [int(c) for c in counts]} for q, ch, counts in rows]
-        ).decode()
-    return fields
+    position: int = 1,
+) -> str:
+    """The JSON of one ``<prefix>:kpi:partitions`` field: rows are ``(queue, channel, counts)``."""
+    return orjson.dumps(
+        {
+            "v": 1,
+            "partition": partition,
+            "partitions": partitions,
+            "worker": worker,
+            "at": at_ms,
+            "position": position,
+            "labels": ["queue", "channel"],
+            "counters": list(kpi.COUNTERS),
+            "windows": {
+                window: [[[q, ch], [int(c) for c in counts]] for q, ch, counts in rows]
+                for window, rows in windows.items()
+            },
+        }
+    ).decode()
 
 
-def write_snapshot(client: Any, prefix: str, worker: str, fields: Mapping[str, str], ttl: int = 30) -> None:
-    """Replace the snapshot hash the way the worker does (DEL, HSET, EXPIRE in MULTI)."""
-    key = f"{prefix}:kpi:{worker}"
+def write_views(client: Any, prefix: str, views: Mapping[int, str]) -> None:
+    """HSET partition views the way workers do (views hash plus their positions)."""
     pipe = client.pipeline(transaction=True)
-    pipe.delete(key)
-    pipe.hset(key, mapping=dict(fields))
-    pipe.expire(key, ttl)
+    for partition, text in views.items():
+        data = orjson.loads(text)
+        pipe.hset(f"{prefix}:kpi:partitions", str(partition), text)
+        pipe.hset(f"{prefix}:kpi:positions", str(partition), f"{data['position']}:{data['at']}")
     pipe.execute()
 
 
@@ -117,8 +125,13 @@ QUEUES: dict[str, tuple[float, ...]] = {
     "sales": (120, 0.88, 0.58, 0.10, 0.78, 0.09, 0.10, 0.08, 0.03, 0.22),
     "tech_support": (210, 0.68, 0.31, 0.33, 0.49, 0.33, 0.31, 0.27, 0.11, 0.25),
 }
-#: worker -> (channel, share of each queue's traffic): two workers own different partitions.
-WORKER_CHANNELS = {"worker-a:6066": (("voice", 0.55),), "worker-b:6067": (("chat", 0.3), ("email", 0.15))}
+#: partition -> (worker, channel, share of each queue's traffic): two workers, three partitions.
+PARTITION_CHANNELS = {
+    0: ("worker-a:6066", "voice", 0.55),
+    1: ("worker-b:6067", "chat", 0.3),
+    2: ("worker-b:6067", "email", 0.15),
+}
+WORKERS = sorted({worker for worker, _, _ in PARTITION_CHANNELS.values()})
 
 
 def queue_counts(queue: str, window: str, share: float, drift: float = 0.0) -> list[float]:
@@ -143,6 +156,7 @@ def queue_counts(queue: str, window: str, share: float, drift: float = 0.0) -> l
         ces_easy=round(responses * min(1.0 - high_r, easy + wobble / 2)),
         ces_high_effort=round(responses * high_r),
         contacts=contacts,
+        repeat_checked_contacts=contacts,
         repeat_contacts=round(contacts * max(0.0, repeat - wobble / 3)),
         channel_switches=round(contacts * max(0.0, switch - wobble / 6)),
         contacts_ended=ended,
@@ -150,31 +164,30 @@ def queue_counts(queue: str, window: str, share: float, drift: float = 0.0) -> l
     )
 
 
-def demo_snapshots(
-    at_ms: int, step: int = 0, queues: Sequence[str] = tuple(QUEUES)
-) -> dict[str, dict[str, str]]:
-    """Snapshot fields per worker for the demo contact center; ``step`` animates the trends."""
+def demo_views(at_ms: int, step: int = 0, queues: Sequence[str] = tuple(QUEUES)) -> dict[int, str]:
+    """Partition views (JSON) for the demo contact center; ``step`` animates the trends."""
     result = {}
-    for worker, channels in WORKER_CHANNELS.items():
+    for partition, (worker, channel, share) in PARTITION_CHANNELS.items():
         windows = {}
         for window in WINDOWS:
             rows = []
             for qi, queue in enumerate(queues):
                 drift = 0.06 * math.sin(step / 5.0 + qi * 1.3) + 0.025 * math.sin(step / 1.7 + qi)
-                for channel, share in channels:
-                    rows.append((queue, channel, queue_counts(queue, window, share, drift)))
+                rows.append((queue, channel, queue_counts(queue, window, share, drift)))
             windows[window] = rows
-        result[worker] = snapshot_fields(worker, at_ms, windows)
+        result[partition] = partition_view(
+            partition, len(PARTITION_CHANNELS), worker, at_ms, windows, position=step + 1
+        )
     return result
 
 
-def expected_totals(snapshots: Mapping[str, Mapping[str, str]], window: str) -> dict[str, list[float]]:
-    """Independent re-computation: counts per queue (and ``*``) summed over the snapshots."""
+def expected_totals(views: Mapping[int, str], window: str) -> dict[str, list[float]]:
+    """Independent re-computation: counts per queue (and ``*``) summed over the views."""
     totals: dict[str, list[float]] = {"*": kpi.zero_counts()}
-    for fields in snapshots.values():
-        for row in orjson.loads(fields[window]):
-            kpi.add_into(totals.setdefault(row["queue"], kpi.zero_counts()), row["counts"])
-            kpi.add_into(totals["*"], row["counts"])
+    for text in views.values():
+        for (queue, _channel), counts in orjson.loads(text)["windows"][window]:
+            kpi.add_into(totals.setdefault(queue, kpi.zero_counts()), counts)
+            kpi.add_into(totals["*"], counts)
     return totals
 
 

@@ -1,7 +1,7 @@
 """The wallboard in headless Chromium, fed by real Redis data, updating live.
 
 ``cxstream wallboard`` runs as a subprocess against a real Redis seeded the way the
-workers write it (two worker snapshots per docs/redis.md, a firing alert). Chromium
+workers write it (partition views of two workers per docs/redis.md, a firing alert). Chromium
 (Debian's package, driven over the DevTools protocol) loads the page with an access
 token and the test checks that
 
@@ -36,11 +36,11 @@ from tests.e2e.cdp import Browser
 from tests.e2e.conftest import REPO
 from tests.e2e.seed import (
     alert_payload,
-    demo_snapshots,
+    demo_views,
     expected_totals,
     fire_alert,
     js_round,
-    write_snapshot,
+    write_views,
 )
 from tests.e2e.support import WallboardProcess
 
@@ -87,7 +87,7 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def expected_texts(snapshots: Mapping[str, Mapping[str, str]], window: str) -> dict[str, str]:
+def expected_texts(snapshots: Mapping[int, str], window: str) -> dict[str, str]:
     """What the page must print per ``queue|kpi``: the KPI of the summed counts, rounded like JS."""
     texts = {}
     for queue, counts in expected_totals(snapshots, window).items():
@@ -105,9 +105,7 @@ def expected_texts(snapshots: Mapping[str, Mapping[str, str]], window: str) -> d
     return texts
 
 
-def low_confidence(
-    snapshots: Mapping[str, Mapping[str, str]], window: str, min_samples: int = 20
-) -> set[str]:
+def low_confidence(snapshots: Mapping[int, str], window: str, min_samples: int = 20) -> set[str]:
     return {
         f"{queue}|{spec.key}"
         for queue, counts in expected_totals(snapshots, window).items()
@@ -120,11 +118,10 @@ def shown_texts(board: Mapping[str, Any]) -> dict[str, str]:
     return {key: cell["text"] for key, cell in board["cells"].items()}
 
 
-def seed(client: redis.Redis, step: int) -> dict[str, dict[str, str]]:
-    snapshots = demo_snapshots(now_ms(), step)
-    for worker, fields in snapshots.items():
-        write_snapshot(client, PREFIX, worker, fields)
-    return snapshots
+def seed(client: redis.Redis, step: int) -> dict[int, str]:
+    views = demo_views(now_ms(), step)
+    write_views(client, PREFIX, views)
+    return views
 
 
 def spike_alert() -> dict[str, Any]:

@@ -129,10 +129,11 @@ async def test_unreachable_redis_buffers_and_never_raises(prefix: str) -> None:
     assert await sink.flush() == 0  # backing off: no attempt
     assert sink.errors["transition"] == 1
     assert await sink.read_active() is None
-    assert not await sink.write_snapshot("w", {"_meta": "{}"})
+    assert await sink.write_views([(0, 1, "{}")], 5) is None
     before = sink.controls
     assert await sink.refresh_controls() is before
-    assert set(sink.errors) == {"transition", "seed", "snapshot", "controls"}
+    assert await sink.claim_lease("w/1", 1000, None) is None
+    assert set(sink.errors) == {"transition", "seed", "snapshot", "controls", "lease"}
     await sink.close()
 
 
@@ -194,18 +195,84 @@ async def test_frozen_redis_retry_is_written_exactly_once(private_redis: RedisSe
         await sink.close()
 
 
-async def test_snapshot_replaces_and_expires(
+async def test_views_keep_the_newest_view_of_each_partition(
     redis_server: RedisServer, client: aioredis.Redis, prefix: str
 ) -> None:
     sink = RedisSink(redis_server.url, prefix)
+    now = int(time.time() * 1000)
     try:
-        assert await sink.write_snapshot("w1", {"_meta": "{}", "15m": "[]", "old": "x"})
-        assert await sink.write_snapshot("w1", {"_meta": '{"at": 2}', "15m": "[1]"})
-        key = f"{prefix}:kpi:w1"
-        assert await client.hgetall(key) == {"_meta": '{"at": 2}', "15m": "[1]"}
-        assert 0 < await client.ttl(key) <= 30
+        assert await sink.write_views([(0, 10, "v0@10"), (1, 3, "v1@3")], now) == 2
+        # The old owner of partition 0 was further along: a recovered view behind it waits ...
+        assert await sink.write_views([(0, 7, "v0@7"), (1, 4, "v1@4")], now + 1) == 1
+        assert await client.hgetall(f"{prefix}:kpi:partitions") == {"0": "v0@10", "1": "v1@4"}
+        # ... a view that has caught up replaces it (same input, computed later) ...
+        assert await sink.write_views([(0, 10, "v0@10 later")], now + 2) == 1
+        assert await client.hget(f"{prefix}:kpi:partitions", "0") == "v0@10 later"
+        # ... and a view nobody refreshed for the takeover age never blocks its partition.
+        await client.hset(f"{prefix}:kpi:positions", "1", f"999:{now - 60_000}")
+        assert await sink.write_views([(1, 5, "v1 after a reset")], now + 3) == 1
+        assert await sink.read_views() == {"0": "v0@10 later", "1": "v1 after a reset"}
     finally:
         await sink.close()
+
+
+async def test_lease_one_holder_new_epoch_per_new_holder_and_fencing(
+    redis_server: RedisServer, client: aioredis.Redis, prefix: str
+) -> None:
+    a, b = RedisSink(redis_server.url, prefix), RedisSink(redis_server.url, prefix)
+    try:
+        first = await a.claim_lease("a/1", 10_000, None)
+        assert first is not None and first.held and first.holder == "a/1"
+        other = await b.claim_lease("b/1", 10_000, None)
+        assert other is not None and not other.held and other.holder == "a/1" and other.epoch == first.epoch
+        again = await a.claim_lease("a/1", 10_000, first.epoch)
+        assert again is not None and again.held and again.epoch == first.epoch  # a renewal
+        assert 0 < await client.pttl(f"{prefix}:alerts:lease") <= 10_000
+
+        a.epoch = first.epoch
+        a.enqueue([transition(FIRING, "x")])
+        assert await a.flush() == 1
+        assert await a.write_evaluator_state('{"alerts": {}}') is True
+
+        # a stops answering; its lease is released (or expires); b takes over with a new epoch.
+        assert not await b.release_lease("b/1")  # only the holder can release
+        assert await a.release_lease("a/1")
+        taken = await b.claim_lease("b/1", 10_000, None)
+        assert taken is not None and taken.held and taken.epoch == first.epoch + 1
+        b.epoch = taken.epoch
+        # Whatever a still sends is fenced out: the new evaluator decides.
+        a.enqueue([transition(RESOLVED, "x"), transition(FIRING, "y")])
+        assert await a.flush() == 0 and not a.buffer and a.fenced == 2
+        assert await a.write_evaluator_state('{"stale": true}') is False
+        b.enqueue([transition(RESOLVED, "x")])
+        assert await b.flush() == 1
+        assert [e["state"] for e in await log_entries(client, prefix)] == [FIRING, RESOLVED]
+        assert await client.get(f"{prefix}:alerts:evaluator") == '{"alerts": {}}'
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_lease_taken_back_after_an_outage_keeps_its_epoch(
+    redis_server: RedisServer, client: aioredis.Redis, prefix: str
+) -> None:
+    """Expired while Redis was unreachable, nobody else took it: buffered transitions stay valid."""
+    a, b = RedisSink(redis_server.url, prefix), RedisSink(redis_server.url, prefix)
+    try:
+        first = await a.claim_lease("a/1", 200, None)
+        assert first is not None and first.held
+        await asyncio.sleep(0.35)
+        assert not await client.exists(f"{prefix}:alerts:lease")
+        back = await a.claim_lease("a/1", 200, first.epoch)
+        assert back is not None and back.held and back.epoch == first.epoch
+        await asyncio.sleep(0.35)
+        taken = await b.claim_lease("b/1", 200, None)
+        assert taken is not None and taken.held and taken.epoch == first.epoch + 1
+        late = await a.claim_lease("a/1", 200, first.epoch)
+        assert late is not None and not late.held and late.holder == "b/1"
+    finally:
+        await a.close()
+        await b.close()
 
 
 async def test_controls_are_read_and_cached(
@@ -254,67 +321,87 @@ async def test_expected_value_guards_a_cleanup(
         await sink.close()
 
 
-def make_service(url: str, prefix: str, worker: str) -> Any:
+RULES = """
+rules:
+  - {name: r, metric: cx_csat_ratio, window: 15m, group_by: [queue], op: '<', threshold: 0.5, for: 10s,
+     keep_firing_for: 30s, cooldown: 5m}
+"""
+
+
+def make_service(url: str, prefix: str, worker: str, states: list[Any], clock: Any) -> Any:
     from stream.alerting.rules import parse_rules
     from stream.alerting.service import AlertService
     from stream.windows import WindowReader
 
     windows = [("15m", 900), ("1h", 3600)]
-    rules = parse_rules(
-        "rules:\n  - {name: r, metric: cx_csat_ratio, window: 15m, group_by: [queue],\n"
-        "     op: '<', threshold: 0.5}\n",
-        windows,
-    )
     return AlertService(
-        rules=rules,
+        rules=parse_rules(RULES, windows),
         sink=RedisSink(url, prefix),
-        states=lambda: [],
+        states=lambda: states,
         reader=WindowReader(windows, 60),
         reference_now=lambda wall: wall,
         worker=worker,
         windows=["15m", "1h"],
+        partitions=1,
+        control_interval_s=0.5,
+        clock=clock,
     )
 
 
-async def test_sweep_resolves_alerts_of_gone_workers_once(
+def csat_state(now_ms: int, responses: int, satisfied: int, queue: str = "billing") -> Any:
+    from stream import kpi
+    from stream.state import PartitionState, dim_key
+
+    state = PartitionState(0)
+    counts = kpi.zero_counts()
+    counts[kpi.CSAT_RESPONSES], counts[kpi.CSAT_SATISFIED] = responses, satisfied
+    state.buckets[now_ms // 1000 // 60 * 60] = {dim_key(queue, "voice"): counts}
+    return state
+
+
+async def test_handover_keeps_firing_pending_and_cooldown_without_a_second_fire(
     redis_server: RedisServer, client: aioredis.Redis, prefix: str
 ) -> None:
-    def alert(alert_id: str, worker: str) -> str:
-        payload = {
-            "id": alert_id,
-            "rule": "r",
-            "state": FIRING,
-            "labels": {"queue": alert_id},
-            "worker": worker,
-        }
-        return orjson.dumps(payload).decode()
-
-    await client.hset(
-        f"{prefix}:alerts:active",
-        mapping={
-            "ghost": alert("ghost", "w-gone"),
-            "alive": alert("alive", "w-alive"),
-            "mine": alert("mine", "w1"),
-        },
-    )
-    await client.hset(f"{prefix}:kpi:w-alive", "_meta", "{}")
-    await client.hset(f"{prefix}:kpi:w1", "_meta", "{}")
-    first, second = make_service(redis_server.url, prefix, "w1"), make_service(redis_server.url, prefix, "w2")
+    now = [int(time.time() * 1000)]
+    states = [csat_state(now[0], 40, 4)]  # CSAT 10%: the rule's condition holds for billing
+    a = make_service(redis_server.url, prefix, "a", states, lambda: now[0])
+    b = make_service(redis_server.url, prefix, "b", states, lambda: now[0])
     try:
-        # Both sweep before either writes: the compare-and-delete lets only one resolve win.
-        assert await first.sweep() == 2  # w-gone's alert, and its own "mine" that it is not firing
-        assert await second.sweep() == 1  # w-gone's only: w1 is alive and owns "mine"
-        await first.sink.flush()
-        await second.sink.flush()
-        assert sorted(await client.hkeys(f"{prefix}:alerts:active")) == ["alive"]
+        await a.step(evaluate=True)
+        await b.step(evaluate=True)
+        assert a.leader and a.seeded and not b.leader
+        assert a.evaluator.pending() == ['r{queue="billing"}']  # pending, `for` is 10s
+        now[0] += 11_000
+        await a.step(evaluate=True)
+        assert list(await client.hkeys(f"{prefix}:alerts:active")) == ['r{queue="billing"}']
+        sales = csat_state(now[0], 30, 0, queue="sales")
+        for bucket, dims in sales.buckets.items():  # (the clock may have crossed a minute)
+            states[0].buckets.setdefault(bucket, {}).update(dims)
+        await a.step(evaluate=True)  # sales goes pending under a
+        assert a.evaluator.pending() == ['r{queue="sales"}']
+
+        # a dies without a word (no release): b takes the lease once it expires.
+        await asyncio.sleep(a.lease_ttl_ms / 1000 + 0.1)
+        now[0] += 2_000
+        await b.step(evaluate=True)
+        assert b.leader and b.seeded and b.epoch == a.epoch + 1
+        assert b.evaluator.is_firing('r{queue="billing"}')  # adopted, not fired again
+        assert b.evaluator.pending() == ['r{queue="sales"}']  # its `for` kept running
+        now[0] += 9_000  # sales pending since 13 s before: fires now, billing stays firing
+        await b.step(evaluate=True)
         entries = await log_entries(client, prefix)
-        assert sorted((e["id"], e["state"], e["reason"]) for e in entries) == [
-            ("ghost", RESOLVED, "worker w-gone gone"),
-            ("mine", RESOLVED, "not firing"),
+        assert [(e["id"], e["state"], e["worker"]) for e in entries] == [
+            ('r{queue="billing"}', FIRING, "a"),
+            ('r{queue="sales"}', FIRING, "b"),
         ]
+        # a wakes up, still believing it evaluates: fenced, it steps down at its next claim.
+        a.sink.enqueue([transition(RESOLVED, 'r{queue="billing"}')])
+        await a.step(evaluate=True)
+        assert not a.leader and a.sink.fenced == 1 and not a.evaluator.firing()
+        assert len(await log_entries(client, prefix)) == 2
     finally:
-        await first.sink.close()
-        await second.sink.close()
+        await a.sink.close()
+        await b.sink.close()
 
 
 async def test_a_transition_redis_keeps_rejecting_does_not_block_the_rest(

@@ -229,13 +229,25 @@ def test_burst_fires_once_everywhere_then_resolves(
             == 0
         )
 
-        # The KPI snapshot is there for wallboards.
-        snapshot = r.hgetall(f"{prefix}:kpi:alert-test-worker")
-        meta = orjson.loads(snapshot["_meta"])
-        assert meta["worker"] == "alert-test-worker" and meta["windows"] == ["15m", "1h", "24h"]
-        rows = {row["queue"]: row for row in orjson.loads(snapshot["15m"])}
-        assert rows["billing"]["counts"][meta["counters"].index("ces_high_effort")] == 30
-        assert 0 < r.ttl(f"{prefix}:kpi:alert-test-worker") <= 30
+        # One view per partition is there for the wallboard, the CLI and a successor evaluator.
+        views = {int(p): orjson.loads(v) for p, v in r.hgetall(f"{prefix}:kpi:partitions").items()}
+        assert sorted(views) == [0, 1, 2, 3]
+        assert {v["worker"] for v in views.values()} == {"alert-test-worker"}
+        high = views[0]["counters"].index("ces_high_effort")
+        assert (
+            sum(
+                counts[high]
+                for v in views.values()
+                for (queue, _), counts in v["windows"]["15m"]
+                if queue == "billing"
+            )
+            == 30
+        )
+        status = cli(redis_server, prefix, "status", rules=rules_file)
+        assert status.returncode == 0, status.stderr
+        assert "effort_spike  queue=billing" in status.stdout and "condition holds" in status.stdout
+        assert "views of 4/4 partitions" in status.stdout
+        assert metric(samples, "cx_alert_evaluator") == 1
 
         # An operator acknowledges it with the CLI.
         listed = cli(redis_server, prefix)

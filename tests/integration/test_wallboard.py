@@ -24,12 +24,13 @@ from stream.wallboard.aggregate import ALL_QUEUES
 from stream.wallboard.server import WallboardConfig
 from tests.e2e.seed import (
     QUEUES,
+    WORKERS,
     alert_payload,
-    demo_snapshots,
+    demo_views,
     expected_totals,
     fire_alert,
     resolve_alert,
-    write_snapshot,
+    write_views,
 )
 from tests.e2e.support import WallboardProcess, serve
 
@@ -52,11 +53,10 @@ def client(redis_server: RedisServer) -> Iterator[redis.Redis]:
     conn.close()
 
 
-def seed(client: redis.Redis, prefix: str, step: int = 0) -> dict[str, dict[str, str]]:
-    snapshots = demo_snapshots(int(time.time() * 1000), step)
-    for worker, fields in snapshots.items():
-        write_snapshot(client, prefix, worker, fields)
-    return snapshots
+def seed(client: redis.Redis, prefix: str, step: int = 0) -> dict[int, str]:
+    views = demo_views(int(time.time() * 1000), step)
+    write_views(client, prefix, views)
+    return views
 
 
 def spike(since_ms: int | None = None) -> dict[str, Any]:
@@ -88,7 +88,7 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-async def test_state_sums_worker_snapshots(
+async def test_state_sums_partition_views(
     redis_server: RedisServer, client: redis.Redis, prefix: str, http: aiohttp.ClientSession
 ) -> None:
     snapshots = seed(client, prefix)
@@ -99,7 +99,8 @@ async def test_state_sums_worker_snapshots(
         assert state["redis"]["ok"] is True
         assert state["windows"] == ["15m", "1h", "24h"]
         assert state["default_window"] == "15m"
-        assert sorted(w["worker"] for w in state["workers"]) == sorted(snapshots)
+        assert sorted(w["worker"] for w in state["workers"]) == WORKERS
+        assert state["partitions"] == {"total": 3, "missing": [], "stale": []}
         for window in ("15m", "1h", "24h"):
             expected = expected_totals(snapshots, window)
             rows = {row["queue"]: row for row in state["data"][window]["queues"]}

@@ -369,6 +369,70 @@ def test_adopt_refuses_unknown_rules_and_mismatched_ids() -> None:
     assert not ev.adopt({"id": "spike", "rule": "spike", "labels": {"queue": "billing"}}, T0)
 
 
+# -- handover to another evaluator ------------------------------------------------------------
+def handed_over(ev: Evaluator, now: int, written: set[str] | None = None) -> Evaluator:
+    """A new evaluator that restores ``ev``'s exported state, with ``written`` fires in Redis."""
+    active = {p["id"]: p for p in ev.firing() if written is None or p["id"] in written}
+    successor = evaluator(*ev.rules.values())
+    assert successor.restore(ev.export_state(), active, now) == []
+    return successor
+
+
+def test_pending_for_keeps_running_across_a_handover() -> None:
+    ev = evaluator(rule(**{"for": "30s"}))
+    assert run(ev, [(0, burst()), (20 * S, burst())]) == []
+    successor = handed_over(ev, T0 + 21 * S)
+    assert successor.pending() == [BILLING]
+    # Fires 30 s after the *first* evaluation saw the condition, not 30 s after the handover.
+    assert run(successor, [(30 * S, burst())]) == [(30 * S, FIRING, BILLING)]
+
+
+def test_firing_alert_is_adopted_with_its_keep_firing_timer() -> None:
+    ev = evaluator(rule(keep_firing_for="20s"))
+    assert run(ev, [(0, burst())]) == [(0, FIRING, BILLING)]
+    assert run(ev, [(10 * S, burst()), (15 * S, QUIET)]) == []  # clear since 15 s, last true at 10 s
+    successor = handed_over(ev, T0 + 16 * S)
+    assert successor.is_firing(BILLING)
+    assert run(successor, [(25 * S, QUIET)]) == []  # not yet 20 s since last true
+    assert run(successor, [(30 * S, QUIET)]) == [(30 * S, RESOLVED, BILLING)]
+
+
+def test_a_fire_decided_but_never_written_fires_once_after_the_handover() -> None:
+    ev = evaluator(rule())
+    assert run(ev, [(0, burst())]) == [(0, FIRING, BILLING)]  # decided, then the worker died
+    successor = handed_over(ev, T0 + 5 * S, written=set())
+    assert not successor.is_firing(BILLING) and successor.pending() == [BILLING]
+    assert run(successor, [(6 * S, burst()), (7 * S, burst())]) == [(6 * S, FIRING, BILLING)]
+
+
+def test_cooldown_survives_a_handover() -> None:
+    ev = evaluator(rule(cooldown="10m"))
+    assert run(ev, [(0, burst()), (S, QUIET)]) == [(0, FIRING, BILLING), (S, RESOLVED, BILLING)]
+    successor = handed_over(ev, T0 + 2 * S)
+    assert run(successor, [(3 * S, burst()), (5 * M, burst())]) == []
+    assert run(successor, [(11 * M, burst())]) == [(11 * M, FIRING, BILLING)]
+
+
+def test_restore_ignores_garbage_and_other_rules() -> None:
+    ev = evaluator(rule())
+    saved = {
+        "alerts": {
+            'gone{queue="x"}': {
+                "rule": "gone",
+                "labels": {"queue": "x"},
+                "phase": "pending",
+                "since": T0,
+                "last_true": T0,
+            },
+            BILLING: {"rule": "spike", "labels": "nope"},
+        },
+        "cooldowns": {BILLING: "soon"},
+    }
+    assert ev.restore(saved, {}, T0) == []
+    assert ev.pending() == [] and ev.firing() == []
+    assert ev.restore(None, {"x": {"id": "x", "rule": "gone", "labels": {}}}, T0) == ["x"]
+
+
 # -- the check itself --------------------------------------------------------------------------
 def test_check_reasons() -> None:
     r = rule()

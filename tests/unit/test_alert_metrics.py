@@ -19,10 +19,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from stream import kpi
 from stream.alerting.evaluator import FIRING, RESOLVED, Transition
 from stream.alerting.rules import parse_rules
-from stream.alerting.service import AlertCollector, AlertService, IntervalCollector, build_snapshot
+from stream.alerting.service import AlertCollector, AlertService, IntervalCollector
 from stream.alerting.sink import RedisSink
 from stream.exporter import KpiCollector, build_registry
 from stream.metrics_catalog import ALERT_METRICS, ALL_METRICS, INTERVAL_METRICS, LOW_CONFIDENCE
+from stream.partition_views import decode_view, encode_view, merge
 from stream.processor import Processor
 from stream.settings import ENV_PREFIX, load_settings
 from stream.state import PartitionState, dim_key
@@ -74,9 +75,10 @@ def fixture_states() -> list[PartitionState]:
             nps_passives=3,
             nps_detractors=2,
             contacts=30,
+            repeat_checked_contacts=30,
             repeat_contacts=3,
         ),
-        dim_key("sales", "chat"): vec(contacts=4),
+        dim_key("sales", "chat"): vec(contacts=4, repeat_checked_contacts=4),
         "\x1evoice\x1fchat": vec(channel_switches=2),  # channel-transition counts: not a label set
     }
     return [state]
@@ -96,8 +98,12 @@ def make_service(states: list[PartitionState], **settings: Any) -> tuple[AlertSe
         reference_now=processor.reference_now_ms,
         worker="w1",
         windows=[label for label, _ in s.window_list],
+        partitions=1,
         clock=lambda: NOW,
     )
+    # The evaluator lease is tested against a real Redis (tests/integration/test_alert_sink.py):
+    # here this worker is the evaluator, having taken over an empty Redis.
+    service.leader = service.seeded = True
     registry = build_registry(
         KpiCollector(lambda: states, processor, reader, topics=("i", "s"), clock=lambda: NOW)
     )
@@ -216,34 +222,87 @@ def test_promtool_check_metrics_is_clean() -> None:
     )
 
 
-# -- snapshot ---------------------------------------------------------------------------------
-def test_snapshot_fields_follow_docs_redis_md() -> None:
+# -- partition views ---------------------------------------------------------------------------
+def test_views_follow_docs_redis_md_and_round_trip() -> None:
     states = fixture_states()
     service, _ = make_service(states)
-    fields = build_snapshot(
-        service.read_totals(NOW), ["15m", "1h", "24h"], ("queue", "channel"), worker="w1", at=NOW
-    )
-    assert set(fields) == {"_meta", "15m", "1h", "24h"}
-    meta = orjson.loads(fields["_meta"])
-    assert meta == {
-        "worker": "w1",
-        "at": NOW,
-        "counters": list(kpi.COUNTERS),
-        "windows": ["15m", "1h", "24h"],
+    states[0].offsets = {"cx.interactions": 41, "cx.surveys": 9}
+    (view,) = service.local_views(NOW)
+    assert (view.partition, view.partitions, view.worker, view.at, view.position) == (0, 1, "w1", NOW, 52)
+    data = orjson.loads(encode_view(view, ("queue", "channel")))
+    assert set(data) == {
+        "v",
+        "partition",
+        "partitions",
+        "worker",
+        "at",
+        "position",
+        "labels",
+        "counters",
+        "windows",
     }
-    rows = orjson.loads(fields["15m"])
-    assert [(r["queue"], r["channel"]) for r in rows] == [("billing", "voice"), ("sales", "chat")]
-    billing = rows[0]["counts"]
-    assert len(billing) == len(kpi.COUNTERS)
-    assert billing[kpi.CES_RESPONSES] == 40 and billing[kpi.CES_HIGH_EFFORT] == 20
-    assert all(isinstance(c, int) for c in billing)
+    assert data["labels"] == ["queue", "channel"] and data["counters"] == list(kpi.COUNTERS)
+    rows = {tuple(labels): counts for labels, counts in data["windows"]["15m"]}
+    assert set(rows) == {("billing", "voice"), ("sales", "chat")}  # no channel-transition keys
+    billing = rows[("billing", "voice")]
+    assert billing[kpi.CES_RESPONSES] == 40 and all(isinstance(c, int) for c in billing)
+    again = decode_view(encode_view(view, ("queue", "channel")))
+    assert again == view
 
 
-def test_snapshot_with_team_label() -> None:
-    per_dim = {"q\x1fvoice\x1fteam-a": vec(contacts=1)}
-    fields = build_snapshot({"15m": per_dim}, ["15m"], ("queue", "channel", "team"), worker="w", at=1)
-    (row,) = orjson.loads(fields["15m"])
-    assert (row["queue"], row["channel"], row["team"]) == ("q", "voice", "team-a")
+def test_view_decoding_maps_counters_and_labels_by_name() -> None:
+    text = orjson.dumps(
+        {
+            "v": 1,
+            "partition": 2,
+            "partitions": 4,
+            "worker": "old",
+            "at": 5,
+            "position": 7,
+            "labels": ["queue", "channel", "team"],
+            "counters": ["ces_high_effort", "some_future_counter", "ces_responses"],
+            "windows": {
+                "15m": [[["billing", "voice", "t1"], [3, 99, 10]], [["billing", "voice", "t2"], [1, 0, 2]]]
+            },
+        }
+    )
+    view = decode_view(text, ("queue", "channel"))
+    (counts,) = view.windows["15m"].values()  # the team label is summed over
+    assert counts[kpi.CES_HIGH_EFFORT] == 4 and counts[kpi.CES_RESPONSES] == 12
+    with_agent = decode_view(text, ("queue", "channel", "agent"))
+    assert list(with_agent.windows["15m"]) == [dim_key("billing", "voice", "unknown")]
+
+
+def test_the_newest_view_of_each_partition_wins() -> None:
+    service, _ = make_service(fixture_states())
+    (local,) = service.local_views(NOW)
+    old_owner = decode_view(encode_view(local, ("queue", "channel")))
+    behind = type(local)(0, 1, "w2", NOW + 5, local.position - 1, {})
+    assert merge(1, [behind], [local]).views[0] is local  # more input applied
+    later = type(local)(0, 1, "w2", NOW + 5, local.position, {})
+    assert merge(1, [old_owner], [later]).views[0] is later  # same input, computed later
+    assert merge(2, [local]).missing() == [1]
+    assert merge(None, [local]).partitions == 1
+
+
+def test_evaluation_waits_for_a_view_of_every_partition() -> None:
+    service, _ = make_service(fixture_states())
+    service.partitions = 2  # partition 1 belongs to a worker that has not written a view yet
+    assert service.evaluate() == [] and service.held_evaluations == 1
+    assert service.last_evaluation_ms == 0  # visible as a stale evaluation timestamp
+    other = type(service.local_views(NOW)[0])(1, 2, "w2", NOW, 10, {})
+    service.remote_views = [other]
+    assert len(service.evaluate()) == 1
+
+
+def test_a_standby_evaluates_nothing() -> None:
+    service, registry = make_service(fixture_states())
+    service.leader = False
+    assert service.evaluate() == []
+    s = scrape(registry)
+    assert (
+        get(s, "cx_alert_evaluator") == 0 and get(s, "cx_alerts_firing", rule="spike", severity="page") == 0
+    )
 
 
 # -- reconciliation with what Redis already shows active ---------------------------------------
@@ -277,16 +336,19 @@ def test_buffered_repeat_fire_is_dropped_on_seed() -> None:
     assert list(service.sink.buffer) == []
 
 
-def test_other_workers_alerts_are_left_alone_and_removed_rules_resolved() -> None:
-    service, _ = make_service([])
-    other = active_payload('spike{queue="x"}', worker="w2")
+def test_alerts_another_worker_fired_are_adopted_and_removed_rules_resolved() -> None:
+    """One evaluator for every worker: what a predecessor fired is this evaluator's now."""
+    service, _ = make_service(fixture_states())
+    other = active_payload('spike{queue="x"}', worker="w2", labels={"queue": "x"})
     gone = active_payload("old_rule", rule="old_rule")
     gone["labels"] = {}
     service.reconcile({'spike{queue="x"}': other, "old_rule": gone}, NOW)
     (cleanup,) = service.sink.buffer
     assert cleanup.alert_id == "old_rule" and cleanup.state == RESOLVED
     assert cleanup.payload["reason"] == "rule removed" and cleanup.payload["tid"] != "before-restart"
-    assert not service.evaluator.is_firing('spike{queue="x"}')
+    assert service.evaluator.is_firing('spike{queue="x"}')
+    transitions = {(t.alert_id, t.state) for t in service.evaluate()}
+    assert ('spike{queue="x"}', RESOLVED) in transitions  # no data for queue x: condition clear
 
 
 def test_buffer_is_bounded_oldest_dropped() -> None:
@@ -323,13 +385,3 @@ def test_own_alert_of_a_regrouped_rule_is_resolved_on_seed() -> None:
     (cleanup,) = service.sink.buffer
     assert cleanup.alert_id == aid and cleanup.payload["reason"] == "rule changed"
     assert cleanup.expect == orjson.dumps(payload).decode()
-
-
-def test_evaluation_is_held_while_ownership_changes() -> None:
-    service, _ = make_service(fixture_states())
-    holding = [True]
-    service._hold = lambda: holding[0]
-    assert service.evaluate() == [] and service.held_evaluations == 1
-    assert service.last_evaluation_ms == 0  # visible as a stale evaluation timestamp
-    holding[0] = False
-    assert len(service.evaluate()) == 1

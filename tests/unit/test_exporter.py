@@ -108,6 +108,7 @@ def states_fixture() -> list[PartitionState]:
             ces_easy=1,
             ces_high_effort=1,
             contacts=5,
+            repeat_checked_contacts=5,
             repeat_contacts=1,
             channel_switches=1,
             contacts_ended=4,
@@ -115,7 +116,7 @@ def states_fixture() -> list[PartitionState]:
         )
     }
     p1.buckets[recent] = {bv: vec(csat_responses=1, csat_satisfied=0, csat_score_sum=1, contacts_ended=4)}
-    p1.buckets[older] = {sc: vec(contacts=3)}
+    p1.buckets[older] = {sc: vec(contacts=3, repeat_checked_contacts=3)}
     return [p0, p1]
 
 

@@ -162,6 +162,7 @@ def test_derived_values() -> None:
         ces_easy=6,
         ces_high_effort=1,
         contacts=20,
+        repeat_checked_contacts=20,
         repeat_contacts=5,
         channel_switches=2,
         contacts_ended=16,
@@ -207,10 +208,12 @@ def test_each_ratio_none_only_for_its_own_empty_denominator() -> None:
     assert d["nps_score"] is None
     assert d["ces_easy_ratio"] is None
     assert d["transfer_ratio"] is None
-    d = derived_kpis(counts(contacts=3))
+    d = derived_kpis(counts(repeat_checked_contacts=3))
     assert d["repeat_contact_ratio"] == 0.0
     assert d["channel_switch_ratio"] == 0.0
     assert d["transfer_ratio"] is None
+    # cx_contacts is not the repeat ratio's denominator: it may be counted on another worker.
+    assert derived_kpis(counts(contacts=3, repeat_contacts=1))["repeat_contact_ratio"] is None
 
 
 def test_response_ratio_needs_ended_contacts() -> None:

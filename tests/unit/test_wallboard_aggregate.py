@@ -1,25 +1,25 @@
-"""Wallboard logic without I/O: snapshot decoding, summing, ratios, confidence, alerts, trends, SSE."""
+"""Wallboard logic without I/O: summing partition views, ratios, confidence, alerts, trends, SSE."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import orjson
 import pytest
 
 from stream import kpi
+from stream.partition_views import GlobalView, ViewError, decode_view, decode_views, merge
 from stream.stats import wilson_interval
 from stream.wallboard.aggregate import (
     ALL_QUEUES,
     TILES,
-    SnapshotError,
     attach_trends,
     build_state,
     parse_alerts,
-    parse_snapshot,
     queue_order,
     select_window,
-    sum_snapshots,
+    sum_views,
     tile,
     tile_status,
     window_order,
@@ -27,14 +27,24 @@ from stream.wallboard.aggregate import (
 from stream.wallboard.server import backoff_delay, token_ok
 from stream.wallboard.sse import StateHub, format_event, format_retry
 from stream.wallboard.trends import TrendBuffer
-from tests.e2e.seed import alert_payload, snapshot_fields, vector
+from tests.e2e.seed import alert_payload, partition_view, vector
 
 NOW = 1_795_457_633_636
 SPEC = {t.key: t for t in TILES}
 
 
-def fields(worker: str, rows: dict[str, list[tuple[str, str, list[float]]]], at: int = NOW) -> dict[str, str]:
-    return snapshot_fields(worker, at, rows)
+def view(
+    partition: int, rows: dict[str, list[tuple[str, str, list[float]]]], at: int = NOW, worker: str = "w"
+):
+    """A decoded partition view (of ``partitions`` = 4) from ``(queue, channel, counts)`` rows."""
+    return decode_view(partition_view(partition, 4, worker, at, rows))
+
+
+def global_view(*views: Any) -> GlobalView:
+    return merge(
+        len(views),
+        [type(v)(i, len(views), v.worker, v.at, v.position, v.windows) for i, v in enumerate(views)],
+    )
 
 
 def csat(responses: int, satisfied: int) -> list[float]:
@@ -43,9 +53,9 @@ def csat(responses: int, satisfied: int) -> list[float]:
 
 # -- summing ---------------------------------------------------------------------------------------
 def test_ratio_of_summed_counts_not_average_of_ratios() -> None:
-    a = parse_snapshot("a", fields("a", {"15m": [("billing", "voice", csat(10, 9))]}))
-    b = parse_snapshot("b", fields("b", {"15m": [("billing", "chat", csat(100, 10))]}))
-    totals = sum_snapshots([a, b], NOW, 60_000)
+    a = view(0, {"15m": [("billing", "voice", csat(10, 9))]})
+    b = view(1, {"15m": [("billing", "chat", csat(100, 10))]})
+    totals = sum_views(global_view(a, b), NOW, 60_000)
     billing = totals.counts["15m"]["billing"]
     assert billing[kpi.CSAT_RESPONSES] == 110
     assert billing[kpi.CSAT_SATISFIED] == 19
@@ -55,123 +65,92 @@ def test_ratio_of_summed_counts_not_average_of_ratios() -> None:
 
 
 def test_all_queues_row_sums_every_queue_and_channel() -> None:
-    a = parse_snapshot(
-        "a",
-        fields(
-            "a",
-            {
-                "15m": [
-                    ("billing", "voice", vector(contacts=40, repeat_contacts=10)),
-                    ("sales", "voice", vector(contacts=60, repeat_contacts=3)),
-                ]
-            },
-        ),
+    a = view(
+        0,
+        {
+            "15m": [
+                ("billing", "voice", vector(repeat_checked_contacts=40, repeat_contacts=10)),
+                ("sales", "voice", vector(repeat_checked_contacts=60, repeat_contacts=3)),
+            ]
+        },
     )
-    b = parse_snapshot(
-        "b", fields("b", {"15m": [("billing", "chat", vector(contacts=100, repeat_contacts=50))]})
-    )
-    totals = sum_snapshots([a, b], NOW, 60_000)
-    per_queue = totals.counts["15m"]
-    assert per_queue["billing"][kpi.CONTACTS] == 140
-    assert per_queue[ALL_QUEUES][kpi.CONTACTS] == 200
+    b = view(1, {"15m": [("billing", "chat", vector(repeat_checked_contacts=100, repeat_contacts=50))]})
+    per_queue = sum_views(global_view(a, b), NOW, 60_000).counts["15m"]
+    assert per_queue["billing"][kpi.REPEAT_CHECKED_CONTACTS] == 140
+    assert per_queue[ALL_QUEUES][kpi.REPEAT_CHECKED_CONTACTS] == 200
     assert per_queue[ALL_QUEUES][kpi.REPEAT_CONTACTS] == 63
-    view = tile(SPEC["repeat_contact_ratio"], per_queue[ALL_QUEUES], 20)
-    assert view["value"] == pytest.approx(63 / 200)
-    assert view["n"] == 200
+    shown = tile(SPEC["repeat_contact_ratio"], per_queue[ALL_QUEUES], 20)
+    assert shown["value"] == pytest.approx(63 / 200)
+    assert shown["n"] == 200
 
 
 def test_nps_from_summed_counts() -> None:
-    a = parse_snapshot(
-        "a",
-        fields("a", {"1h": [("q", "voice", vector(nps_responses=10, nps_promoters=10, nps_detractors=0))]}),
-    )
-    b = parse_snapshot(
-        "b",
-        fields("b", {"1h": [("q", "chat", vector(nps_responses=30, nps_promoters=0, nps_detractors=30))]}),
-    )
-    counts = sum_snapshots([a, b], NOW, 60_000).counts["1h"]["q"]
+    a = view(0, {"1h": [("q", "voice", vector(nps_responses=10, nps_promoters=10, nps_detractors=0))]})
+    b = view(1, {"1h": [("q", "chat", vector(nps_responses=30, nps_promoters=0, nps_detractors=30))]})
+    counts = sum_views(global_view(a, b), NOW, 60_000).counts["1h"]["q"]
     assert tile(SPEC["nps_score"], counts, 20)["value"] == pytest.approx(100 * (10 - 30) / 40)
 
 
-def test_stale_snapshot_is_left_out_and_listed() -> None:
-    fresh = parse_snapshot("a", fields("a", {"15m": [("q", "voice", csat(10, 5))]}, at=NOW - 5_000))
-    stale = parse_snapshot("b", fields("b", {"15m": [("q", "voice", csat(1000, 1000))]}, at=NOW - 120_000))
-    totals = sum_snapshots([stale, fresh], NOW, 60_000)
-    assert totals.counts["15m"]["q"][kpi.CSAT_RESPONSES] == 10
-    assert [(w.worker, w.stale) for w in totals.workers] == [("a", False), ("b", True)]
+def test_stale_view_still_counts_and_is_listed() -> None:
+    """The newest known state of a partition: leaving it out would undercount silently."""
+    fresh = view(0, {"15m": [("q", "voice", csat(10, 5))]}, at=NOW - 5_000, worker="a")
+    stale = view(1, {"15m": [("q", "voice", csat(1000, 1000))]}, at=NOW - 120_000, worker="b")
+    totals = sum_views(global_view(fresh, stale), NOW, 60_000)
+    assert totals.counts["15m"]["q"][kpi.CSAT_RESPONSES] == 1010
+    assert [(w.worker, w.stale, w.partitions) for w in totals.workers] == [
+        ("a", False, [0]),
+        ("b", True, [1]),
+    ]
     state = build_state(totals, [], now_ms=NOW, min_samples=20)
     assert [w["stale"] for w in state["workers"]] == [False, True]
     assert state["workers"][1]["age_s"] == 120.0
+    assert state["partitions"] == {"total": 2, "missing": [], "stale": [1]}
 
 
-def test_only_stale_snapshots_leave_empty_windows() -> None:
-    stale = parse_snapshot("b", fields("b", {"15m": [("q", "voice", csat(10, 9))]}, at=NOW - 600_000))
-    state = build_state(sum_snapshots([stale], NOW, 60_000), [], now_ms=NOW, min_samples=20, windows=["15m"])
+def test_missing_partitions_are_listed() -> None:
+    only = view(2, {"15m": [("q", "voice", csat(10, 9))]})
+    state = build_state(sum_views(merge(4, [only]), NOW, 60_000), [], now_ms=NOW, min_samples=20)
+    assert state["partitions"]["missing"] == [0, 1, 3]
+    (row, queue) = state["data"]["15m"]["queues"]
+    assert (row["queue"], queue["queue"]) == (ALL_QUEUES, "q")
+
+
+def test_no_views_leave_empty_windows() -> None:
+    state = build_state(
+        sum_views(merge(None, []), NOW, 60_000), [], now_ms=NOW, min_samples=20, windows=["15m"]
+    )
     (row,) = state["data"]["15m"]["queues"]
     assert row["queue"] == ALL_QUEUES
     assert row["tiles"]["csat_ratio"]["value"] is None
     assert row["tiles"]["csat_ratio"]["status"] == "empty"
 
 
-# -- snapshot decoding -----------------------------------------------------------------------------
-def test_counters_are_mapped_by_name_from_meta() -> None:
-    # An older/newer worker: different order, one unknown counter, some counters missing.
-    names = ["csat_satisfied", "future_counter", "csat_responses"]
-    raw = {
-        "_meta": orjson.dumps({"worker": "w", "at": NOW, "counters": names, "windows": ["15m"]}).decode(),
-        "15m": orjson.dumps([{"queue": "q", "channel": "voice", "counts": [7, 999, 10]}]).decode(),
-    }
-    snap = parse_snapshot("w", raw)
-    (queue, counts) = snap.windows["15m"][0]
-    assert queue == "q"
-    assert counts[kpi.CSAT_SATISFIED] == 7
-    assert counts[kpi.CSAT_RESPONSES] == 10
-    assert sum(counts) == 17
-
-
-def test_shorter_vectors_and_bad_rows_are_tolerated() -> None:
-    raw = {
-        "_meta": orjson.dumps({"worker": "w", "at": NOW, "counters": list(kpi.COUNTERS)}).decode(),
-        "15m": orjson.dumps(
-            [
-                {"queue": "q", "channel": "voice", "counts": [5, 4]},
-                {"queue": "q"},
-                "junk",
-                {"queue": "q", "counts": [1, "x", None, -3, 2]},
-            ]
-        ).decode(),
-        "1h": "{not json",
-    }
-    snap = parse_snapshot("w", raw)
-    rows = snap.windows["15m"]
-    assert [r[1][kpi.CSAT_RESPONSES] for r in rows] == [5, 1]
-    assert rows[1][1][kpi.CSAT_SCORE_SUM] == 0  # "x" read as 0
-    assert "1h" not in snap.windows
-
-
-def test_snapshot_without_meta_raises() -> None:
-    with pytest.raises(SnapshotError):
-        parse_snapshot("w", {"15m": "[]"})
-    with pytest.raises(SnapshotError):
-        parse_snapshot("w", {"_meta": "nope"})
-    with pytest.raises(SnapshotError):
-        parse_snapshot("w", {"_meta": orjson.dumps({"worker": "w"}).decode()})
-
-
 def test_team_and_agent_rows_add_into_their_queue() -> None:
-    raw = {
-        "_meta": orjson.dumps(
-            {"worker": "w", "at": NOW, "counters": list(kpi.COUNTERS), "windows": ["15m"]}
-        ).decode(),
-        "15m": orjson.dumps(
-            [
-                {"queue": "q", "channel": "voice", "team": "t1", "agent": "a1", "counts": csat(3, 3)},
-                {"queue": "q", "channel": "voice", "team": "t2", "agent": "a2", "counts": csat(5, 0)},
-            ]
-        ).decode(),
-    }
-    totals = sum_snapshots([parse_snapshot("w", raw)], NOW, 60_000)
+    text = orjson.dumps(
+        {
+            "v": 1,
+            "partition": 0,
+            "partitions": 1,
+            "worker": "w",
+            "at": NOW,
+            "position": 3,
+            "labels": ["queue", "channel", "team", "agent"],
+            "counters": list(kpi.COUNTERS),
+            "windows": {
+                "15m": [[["q", "voice", "t1", "a1"], csat(3, 3)], [["q", "voice", "t2", "a2"], csat(5, 0)]]
+            },
+        }
+    )
+    totals = sum_views(merge(None, [decode_view(text)]), NOW, 60_000)
     assert totals.counts["15m"]["q"][kpi.CSAT_RESPONSES] == 8
+
+
+def test_bad_views_are_skipped_not_fatal() -> None:
+    good = partition_view(0, 2, "w", NOW, {"15m": [("q", "voice", csat(4, 4))]})
+    views, unreadable = decode_views({"0": good, "1": "{not json", "2": '{"partition": 2}'})
+    assert [v.partition for v in views] == [0] and sorted(unreadable) == ["1", "2"]
+    with pytest.raises(ViewError):
+        decode_view("[]")
 
 
 # -- tiles -----------------------------------------------------------------------------------------
@@ -243,20 +222,17 @@ def test_alerts_sorted_by_severity_then_newest_and_mapped_to_tiles() -> None:
     assert alerts[1]["acked"] == {"by": "sam", "at": NOW}
     assert alerts[2]["acked"] is None
 
-    snap = parse_snapshot(
-        "a",
-        fields(
-            "a",
-            {
-                "15m": [
-                    ("billing", "voice", vector(ces_responses=30, ces_high_effort=12)),
-                    ("sales", "voice", csat(40, 20)),
-                ]
-            },
-        ),
+    snap = view(
+        0,
+        {
+            "15m": [
+                ("billing", "voice", vector(ces_responses=30, ces_high_effort=12)),
+                ("sales", "voice", csat(40, 20)),
+            ]
+        },
     )
     state = build_state(
-        sum_snapshots([snap], NOW, 60_000), alerts, now_ms=NOW, min_samples=20, windows=["15m", "1h"]
+        sum_views(merge(None, [snap]), NOW, 60_000), alerts, now_ms=NOW, min_samples=20, windows=["15m", "1h"]
     )
     rows = {row["queue"]: row for row in state["data"]["15m"]["queues"]}
     assert list(rows) == [ALL_QUEUES, "billing", "sales"]
@@ -270,8 +246,8 @@ def test_alerts_sorted_by_severity_then_newest_and_mapped_to_tiles() -> None:
 
 
 def test_select_window_falls_back_to_the_default() -> None:
-    snap = parse_snapshot("a", fields("a", {"15m": [], "1h": [], "24h": []}))
-    state = build_state(sum_snapshots([snap], NOW, 60_000), [], now_ms=NOW, min_samples=20)
+    snap = view(0, {"15m": [], "1h": [], "24h": []})
+    state = build_state(sum_views(merge(None, [snap]), NOW, 60_000), [], now_ms=NOW, min_samples=20)
     assert state["windows"] == ["15m", "1h", "24h"]
     assert list(select_window(state, "1h")["data"]) == ["1h"]
     chosen = select_window(state, "5m")
@@ -309,8 +285,8 @@ def test_trend_ring_buffer_keeps_last_samples_with_gaps() -> None:
 
 
 def test_trends_attach_to_state() -> None:
-    snap = parse_snapshot("a", fields("a", {"15m": [("q", "voice", csat(50, 40))]}))
-    state = build_state(sum_snapshots([snap], NOW, 60_000), [], now_ms=NOW, min_samples=20)
+    snap = view(0, {"15m": [("q", "voice", csat(50, 40))]})
+    state = build_state(sum_views(merge(None, [snap]), NOW, 60_000), [], now_ms=NOW, min_samples=20)
     trends = TrendBuffer(size=5)
     trends.sample_state(state["data"], NOW)
     trends.sample_state(state["data"], NOW + 10_000)
@@ -332,8 +308,8 @@ async def test_hub_wakes_waiters_and_renders_per_window() -> None:
     assert not await hub.wait(0, 0.01)
     waiter = asyncio.create_task(hub.wait(0, 5))
     await asyncio.sleep(0)
-    snap = parse_snapshot("a", fields("a", {"15m": [], "1h": []}))
-    hub.publish(build_state(sum_snapshots([snap], NOW, 60_000), [], now_ms=NOW, min_samples=20))
+    snap = view(0, {"15m": [], "1h": []})
+    hub.publish(build_state(sum_views(merge(None, [snap]), NOW, 60_000), [], now_ms=NOW, min_samples=20))
     assert await waiter
     assert list(orjson.loads(hub.render("1h"))["data"]) == ["1h"]
     assert hub.render("1h") is hub.render("1h")  # cached per version

@@ -289,7 +289,13 @@
     var workers = state.workers || [];
     var live = workers.filter(function (w) { return !w.stale; }).length;
     var wtext = live + (live === 1 ? " worker" : " workers");
-    if (workers.length > live) wtext += " (" + (workers.length - live) + " stale, left out)";
+    var parts = state.partitions || {};
+    if (parts.total) {
+      var missing = (parts.missing || []).length;
+      var stale = (parts.stale || []).length;
+      wtext += " \u00b7 " + (parts.total - missing) + "/" + parts.total + " partitions";
+      if (stale) wtext += " (" + stale + " not updated for a while)";
+    }
     document.getElementById("workers").textContent = wtext;
     document.body.dataset.updatedAt = String(state.updated_at || "");
     renderStatus();
