@@ -52,7 +52,7 @@ class CxStream:
     processor: Processor
     reader: WindowReader
     registry: CollectorRegistry
-    #: Alert evaluation, Redis writes and snapshots (set by :func:`stream.alerting.install`).
+    #: Alert evaluation, Redis writes and partition views (set by :func:`stream.alerting.install`).
     alerting: AlertService | None = None
 
     def states(self) -> list[PartitionState]:

@@ -36,7 +36,7 @@ COUNTERS: Final[tuple[str, ...]] = (
     "resolved",
     # Contacts started, counted where repeats are classified (the customer's partition):
     # the denominator of the repeat and channel-switch ratios, so a worker divides counts
-    # of one population (docs/metrics.md, "Where each count is made").
+    # of one population (docs/architecture.md, "Joins").
     "repeat_checked_contacts",
 )
 N_COUNTERS: Final = len(COUNTERS)

@@ -34,7 +34,7 @@ class Settings(BaseSettings):
     )
     redis_url: SecretStr = Field(
         SecretStr("redis://127.0.0.1:6379/0"),
-        description="Redis URL for alert state and wallboard snapshots (redis:// or rediss://).",
+        description="Redis URL for alert state, the evaluator lease and the partition views the wallboard reads (redis:// or rediss://).",
     )
     app_id: str = Field("cxstream", description="Faust app id: consumer group and topic prefix.")
     web_host: str = Field("0.0.0.0", description="Interface the worker's web server binds to.")
@@ -111,14 +111,22 @@ class Settings(BaseSettings):
         description="Distinct values per label (queue, team, agent) before new ones are exported as 'other'.",
     )
 
-    # --- alerts, Redis snapshots -----------------------------------------
-    worker_id: str = Field("", description="Name of this worker in Redis snapshots; default host:port.")
+    # --- alerts, Redis partition views -----------------------------------------
+    worker_id: str = Field(
+        "", description="Name of this worker in partition views and alerts it evaluates; default host:port."
+    )
     redis_prefix: str = Field("cx", description="Prefix of every Redis key cxstream writes.")
     alert_rules: Path | None = Field(
         None, description="YAML alert rules file; default: the rules shipped in stream/defaults/."
     )
-    alert_interval: str = Field("5s", description="How often alert rules are evaluated.")
-    snapshot_interval: str = Field("2s", description="How often KPI snapshots are written to Redis.")
+    alert_interval: str = Field(
+        "5s",
+        description="How often the evaluating worker evaluates the alert rules; its lease lasts twice "
+        "this, so a standby takes over within about two intervals.",
+    )
+    snapshot_interval: str = Field(
+        "2s", description="How often each worker writes the views of its partitions to Redis."
+    )
     min_samples: int = Field(
         20, ge=1, description="Below this many responses a ratio is flagged low-confidence."
     )

@@ -1,7 +1,7 @@
 """Alert rules, their evaluation on a timer in the worker, and the Redis sink.
 
 ``install(cx)`` is called by :func:`stream.app.create_app` to attach the rule
-evaluator, the Redis writer, the KPI snapshot writer and their metrics to a worker.
+evaluator (lease holder or standby), the Redis writer, the partition-view writer and their metrics to a worker.
 See docs/alerts.md.
 """
 
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 
 def install(cx: CxStream) -> AlertService:
-    """Attach alert evaluation, Redis writes, snapshots and interval metrics to the worker.
+    """Attach alert evaluation, Redis writes, partition views and interval metrics to the worker.
 
     The rules file is loaded and validated here, so a bad file stops the worker at
     start-up (:class:`stream.alerting.rules.RuleError`, a ``SettingsError``).

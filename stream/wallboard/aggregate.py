@@ -281,7 +281,7 @@ def build_state(
 ) -> dict[str, Any]:
     """The wallboard state served by ``/api/state`` and ``/events`` (docs/wallboard.md).
 
-    ``windows``: configured windows; windows found in snapshots are added. Each queue
+    ``windows``: configured windows; windows found in the views are added. Each queue
     view's tiles get ``trend`` (from ``trends[(window, queue, kpi)]``) and ``alert`` (the
     id of the first firing alert for that queue and KPI, or ``None``).
     """

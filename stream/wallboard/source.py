@@ -58,7 +58,7 @@ class RedisRead:
 
 
 class RedisSource:
-    """Reads KPI snapshots and alerts; listens for alert transitions."""
+    """Reads partition views and alerts; listens for alert transitions."""
 
     def __init__(self, url: str, prefix: str, *, timeout: float = 2.0) -> None:
         self.url = url

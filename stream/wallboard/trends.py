@@ -1,6 +1,6 @@
 """Sparkline history: a ring buffer of the last N values of every tile, in memory.
 
-The snapshots in Redis hold only the current window totals, so the wallboard keeps
+The partition views in Redis hold only the current window totals, so the wallboard keeps
 its own short history: every ``interval`` seconds it appends each tile's value (per
 window, queue and KPI) to a bounded deque. A tile that has no value in a sample gets
 ``None`` (a gap in the line); a series with nothing but gaps is dropped, so queues that
