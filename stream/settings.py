@@ -34,7 +34,8 @@ class Settings(BaseSettings):
     )
     redis_url: SecretStr = Field(
         SecretStr("redis://127.0.0.1:6379/0"),
-        description="Redis URL for alert state, the evaluator lease and the partition views the wallboard reads (redis:// or rediss://).",
+        description="Redis URL for alert state, the evaluator lease and the partition views the "
+        "wallboard reads (redis:// or rediss://).",
     )
     app_id: str = Field("cxstream", description="Faust app id: consumer group and topic prefix.")
     web_host: str = Field("0.0.0.0", description="Interface the worker's web server binds to.")

@@ -1,7 +1,8 @@
 """Alert rules, their evaluation on a timer in the worker, and the Redis sink.
 
 ``install(cx)`` is called by :func:`stream.app.create_app` to attach the rule
-evaluator (lease holder or standby), the Redis writer, the partition-view writer and their metrics to a worker.
+evaluator (lease holder or standby), the Redis writer, the partition-view writer and
+their metrics to a worker.
 See docs/alerts.md.
 """
 
