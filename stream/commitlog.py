@@ -47,44 +47,35 @@ log = logging.getLogger(__name__)
 def changelog_records(state: PartitionState) -> list[tuple[bytes, bytes]]:
     """Encode what the last batch changed as changelog records ending with the marker.
 
-    Every record is tagged with the batch's ``(generation, sequence)``; the dirty sets
-    are reset, so the next batch starts clean.
+    Every record is tagged with the batch's ``(generation, sequence)``; taking the
+    changes (:meth:`PartitionState.take_changes`) resets them, so the next batch starts clean.
     """
-    state.sequence += 1
-    generation, sequence = state.generation, state.sequence
+    changes = state.take_changes()
+    generation, sequence = changes.generation, changes.sequence
     dumps = orjson.dumps
     records: list[tuple[bytes, bytes]] = []
 
     def put(key: str, payload: Any) -> None:
         records.append((key.encode(), dumps([generation, sequence, payload])))
 
-    for key in state.deleted_keys:
+    for key in changes.deleted_keys:
         put(key, None)
-    for bucket_start in state.dirty_buckets:
+    for bucket_start in changes.buckets:
         dims = state.buckets.get(bucket_start)
         if dims is not None:
             put(f"{BUCKET_PREFIX}{bucket_start}", dims)
-    for contact_id in state.dirty_contacts:
+    for contact_id in changes.contacts:
         record = state.contacts.get(contact_id)
         if record is not None:
             put(f"{CONTACT_PREFIX}{contact_id}", record)
-    for customer_id in state.dirty_customers:
+    for customer_id in changes.customers:
         history = state.customers.get(customer_id)
         if history is not None:
             put(f"{CUSTOMER_PREFIX}{customer_id}", history)
-    if state.new_dedup:
-        key = f"{DEDUP_PREFIX}{generation}:{sequence}"
-        dedup = state.dedup
-        ids = state.new_dedup
-        put(key, {"n": state.new_dedup_newest_ms, "ids": ids, "o": [dedup[i] for i in ids]})
-        state.dedup_batches.append(DedupBatch(key, state.new_dedup_newest_ms, ids))
+    if changes.dedup is not None:
+        dedup, batch = state.dedup, changes.dedup
+        put(batch.key, {"n": batch.newest_ms, "ids": batch.ids, "o": [dedup[i] for i in batch.ids]})
     put(MARKER_KEY, {"o": state.offsets, "w": state.watermark_ms})
-    state.deleted_keys = []
-    state.dirty_buckets = set()
-    state.dirty_contacts = set()
-    state.dirty_customers = set()
-    state.new_dedup = []
-    state.new_dedup_newest_ms = 0
     return records
 
 

@@ -170,21 +170,16 @@ class Replay:
         for partition, messages in forwards.items():
             self.processor.process_batch(self.states[partition], messages, wall)
         for state in self.states:
-            _discard_changes(state)
+            # What the live worker does after every batch and on its timer, minus the
+            # writing: end the batch (dedup ids become an expiring unit) and expire state.
+            state.take_changes()
+            self.processor.tick(state, wall)
+            state.take_changes()
 
     def totals(self) -> WindowTotals:
         """Per-window totals at the newest event time."""
         reader = WindowReader(self.settings.window_list, self.settings.bucket_seconds)
         return reader.read(self.states, self.processor.watermark_ms)
-
-
-def _discard_changes(state: PartitionState) -> None:
-    """Nothing is persisted in-process: drop the per-batch change tracking."""
-    state.dirty_buckets.clear()
-    state.dirty_contacts.clear()
-    state.dirty_customers.clear()
-    state.new_dedup = []
-    state.deleted_keys = []
 
 
 def write_output(totals: WindowTotals, replay: Replay, fmt: str, out: TextIO) -> None:

@@ -54,6 +54,25 @@ class DedupBatch:
     ids: list[str]
 
 
+@dataclass(slots=True)
+class BatchChanges:
+    """What one batch (or tick) changed, taken from the state by :meth:`PartitionState.take_changes`.
+
+    The one place a batch's bookkeeping ends: the live worker persists it
+    (:func:`stream.commitlog.changelog_records`), replay drops it; both get the same
+    state afterwards (dedup batches registered for expiry, change sets cleared).
+    """
+
+    generation: int
+    sequence: int
+    buckets: set[int]
+    contacts: set[str]
+    customers: set[str]
+    deleted_keys: list[str]
+    #: The event ids first seen in this batch, as one unit of dedup expiry (None: no new ids).
+    dedup: DedupBatch | None
+
+
 @dataclass
 class PartitionState:
     """All state derived from one partition number of the input topics."""
@@ -150,6 +169,32 @@ class PartitionState:
             for event_key in batch.ids:
                 dedup.pop(event_key, None)
             self.deleted_keys.append(batch.key)
+
+    def take_changes(self) -> BatchChanges:
+        """End the batch: return what it changed and start the next one with empty change sets.
+
+        New event ids become one :class:`DedupBatch` (expired together by
+        :meth:`expire_dedup`), so dedup memory expires the same way live and in replay.
+        """
+        self.sequence += 1
+        dedup = None
+        if self.new_dedup:
+            dedup = DedupBatch(
+                f"{DEDUP_PREFIX}{self.generation}:{self.sequence}", self.new_dedup_newest_ms, self.new_dedup
+            )
+            self.dedup_batches.append(dedup)
+        changes = BatchChanges(
+            self.generation,
+            self.sequence,
+            self.dirty_buckets,
+            self.dirty_contacts,
+            self.dirty_customers,
+            self.deleted_keys,
+            dedup,
+        )
+        self.dirty_buckets, self.dirty_contacts, self.dirty_customers = set(), set(), set()
+        self.deleted_keys, self.new_dedup, self.new_dedup_newest_ms = [], [], 0
+        return changes
 
     def has_changes(self) -> bool:
         """True when the batch changed anything that must be persisted."""
