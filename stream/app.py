@@ -10,12 +10,14 @@ import asyncio
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import faust
 from faust.types import EventT
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from stream.alerting.rules import load_rules_for
+from stream.alerting.service import AlertService, build_service, collectors
 from stream.commitlog import StateLogTable
 from stream.customer_store import customer_store_factory
 from stream.exporter import KpiCollector, build_registry
@@ -33,9 +35,6 @@ from stream.timeutil import now_ms
 from stream.transport import MAX_BATCH_BYTES, CxApp, RecordChunk
 from stream.windows import WindowReader
 
-if TYPE_CHECKING:
-    from stream.alerting.service import AlertService
-
 log = logging.getLogger(__name__)
 
 #: Batched producer writes (changelog, re-keying) queued before the agent waits.
@@ -52,7 +51,7 @@ class CxStream:
     processor: Processor
     reader: WindowReader
     registry: CollectorRegistry
-    #: Alert evaluation, Redis writes and partition views (set by :func:`stream.alerting.install`).
+    #: Alert evaluation, Redis writes and partition views (set by :func:`install_alerting`).
     alerting: AlertService | None = None
 
     def states(self) -> list[PartitionState]:
@@ -106,6 +105,9 @@ def create_app(settings: Settings) -> CxStream:
     """Build the Faust app, its table, agent, timer and web pages from settings."""
     app = CxApp(settings.app_id, **faust_config(settings))
     app.fetch_max_wait_ms = int(settings.seconds("fetch_max_wait") * 1000)
+    app.tansu_compat = settings.tansu_compat
+    if settings.tansu_compat:
+        log.info("tansu compatibility on: recovery reads to the true end offset (stream/tansu_compat.py)")
     # Faust hard-codes a 100-message producer buffer; each batch writes more than that.
     app.producer.buffer.max_messages = settings.producer_buffer_max
 
@@ -254,7 +256,33 @@ def create_app(settings: Settings) -> CxStream:
         return web.json({"status": "ok", "partitions": sorted(table.states)})
 
     cx = CxStream(settings, app, table, processor, reader, registry)
-    from stream import alerting
-
-    alerting.install(cx)
+    cx.alerting = install_alerting(cx)
     return cx
+
+
+def install_alerting(cx: CxStream) -> AlertService:
+    """Run the alert service in the worker: its loop as a task, views on a timer, /metrics.
+
+    The rules file is loaded and validated here, so a bad file stops the worker at
+    start-up (:class:`stream.alerting.rules.RuleError`, a ``SettingsError``).
+    """
+    settings, app = cx.settings, cx.app
+    rules = load_rules_for(settings, settings.label_names)
+    states, reader, reference_now = cx.states, cx.reader, cx.processor.reference_now_ms
+    service = build_service(settings, rules, states=states, reader=reader, reference_now=reference_now)
+    for collector in collectors(service, settings, states=states, reader=reader, reference_now=reference_now):
+        cx.registry.register(collector)
+
+    @app.timer(interval=settings.seconds("snapshot_interval"), name="cx-kpi-views")
+    async def write_views() -> None:
+        await service.snapshot_tick()
+
+    @app.task
+    async def alert_evaluator() -> None:
+        await service.run()
+
+    async def flush_alerts(sender: Any, *args: Any, **kwargs: Any) -> None:
+        await service.shutdown()
+
+    app.on_before_shutdown.connect(flush_alerts)  # type: ignore[arg-type]
+    return service

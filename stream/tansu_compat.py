@@ -1,26 +1,30 @@
-"""Compatibility shim for the tansu broker (embedded mode and tests only).
+"""The tansu broker's one quirk cxstream works around (embedded mode and tests only).
 
 tansu answers ListOffsets(latest) with "first offset of the last record batch
 + 1" instead of the true end of the partition. Faust's table recovery reads a
 changelog up to that "highwater" and stops, so recovery can end before the last
-records and lose committed state. The shim replaces the highwater lookup used
-by recovery with one that reads forward from tansu's answer until the partition
-is exhausted. It is enabled by ``CXSTREAM_TANSU_COMPAT=true`` (set automatically
-by ``cxstream demo`` and the test fixtures) and is never needed on Apache Kafka.
+records and lose committed state. With ``CXSTREAM_TANSU_COMPAT=true`` (set by
+``cxstream demo`` and the test fixtures; never needed on Apache Kafka) the app's
+own consumer thread (:class:`stream.transport.TunedConsumerThread`) asks
+:func:`true_end_offsets` instead, which reads forward from tansu's answer until
+the partition is exhausted. Nothing is patched process-wide: another Faust app
+in the same process is unaffected.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any
 
-log = logging.getLogger(__name__)
-_installed = False
 
+async def true_end_offsets(
+    consumer: Any, partitions: list[Any], auth: Mapping[str, Any] | None = None
+) -> dict[Any, int]:
+    """End offsets found by reading past what ListOffsets(latest) claims.
 
-async def true_end_offsets(consumer: Any, partitions: list[Any]) -> dict[Any, int]:
-    """End offsets found by reading past what ListOffsets(latest) claims."""
+    ``auth``: the app's aiokafka security settings (SASL, TLS), so the probe consumer
+    connects the way the app's own consumer does.
+    """
     from aiokafka import AIOKafkaConsumer
     from aiokafka.structs import TopicPartition
 
@@ -28,7 +32,11 @@ async def true_end_offsets(consumer: Any, partitions: list[Any]) -> dict[Any, in
     result: dict[Any, int] = dict(claimed)
     bootstrap = consumer._client._bootstrap_servers
     probe = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, fetch_max_wait_ms=200
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        group_id=None,
+        fetch_max_wait_ms=200,
+        **dict(auth or {}),
     )
     await probe.start()
     try:
@@ -48,21 +56,3 @@ async def true_end_offsets(consumer: Any, partitions: list[Any]) -> dict[Any, in
     finally:
         await probe.stop()
     return result
-
-
-def install_tansu_compat() -> None:
-    """Patch Faust's aiokafka driver so table recovery sees true end offsets."""
-    global _installed
-    if _installed:
-        return
-    from faust.transport.drivers import aiokafka as driver
-
-    async def _highwaters(self: Any, partitions: list[Any]) -> Mapping[Any, int]:
-        consumer = self._ensure_consumer()
-        if self.consumer.in_transaction:
-            return {tp: consumer.last_stable_offset(tp) for tp in partitions}
-        return await true_end_offsets(consumer, list(partitions))
-
-    driver.AIOKafkaConsumerThread._highwaters = _highwaters  # type: ignore[method-assign]
-    _installed = True
-    log.info("tansu compatibility shim installed (recovery reads to the true end offset)")

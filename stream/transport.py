@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from typing import Any, cast
@@ -63,6 +64,8 @@ class CxApp(faust.App):
 
     chunked_topics: frozenset[str] = frozenset()
     fetch_max_wait_ms: int = FAUST_FETCH_MAX_WAIT_MS
+    #: Read recovery end offsets the tansu way (stream.tansu_compat); never on Apache Kafka.
+    tansu_compat: bool = False
 
     def _new_transport(self) -> Any:
         return CxTransport(self.conf.broker_consumer, self)
@@ -77,13 +80,38 @@ class CxApp(faust.App):
 
 
 class TunedConsumerThread(driver.AIOKafkaConsumerThread):
-    """The aiokafka consumer thread with the app's fetch long-poll."""
+    """The aiokafka consumer thread with the app's fetch long-poll and, on tansu, true end offsets."""
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         # Read by AIOKafkaConsumer.start() when it builds its fetcher.
         consumer._fetch_max_wait_ms = getattr(self.app, "fetch_max_wait_ms", FAUST_FETCH_MAX_WAIT_MS)
         return consumer
+
+    async def _highwaters(self, partitions: list[TP]) -> Any:
+        """Recovery's end offsets; on tansu read forward past its ListOffsets answer (tansu_compat)."""
+        if not getattr(self.app, "tansu_compat", False) or self.consumer.in_transaction:
+            return await super()._highwaters(partitions)
+        from stream.tansu_compat import true_end_offsets
+
+        conf = self.app.conf
+        auth = driver.credentials_to_aiokafka_auth(conf.broker_credentials, conf.ssl_context)
+        return await true_end_offsets(self._ensure_consumer(), list(partitions), auth)
+
+
+def fair_order(tps: Iterable[TP]) -> list[TP]:
+    """Topic-partitions round-robin over topics, like Faust's scheduler does for records.
+
+    A fetch's records are ordered by topic; delivering them in that order would let a
+    topic with many partitions (or a large backlog) starve the others for a whole fetch.
+    """
+    by_topic: dict[str, list[TP]] = {}
+    for tp in tps:
+        by_topic.setdefault(tp.topic, []).append(tp)
+    ordered: list[TP] = []
+    for group in itertools.zip_longest(*by_topic.values()):
+        ordered.extend(tp for tp in group if tp is not None)
+    return ordered
 
 
 class ChunkedConsumer(driver.Consumer):
@@ -95,9 +123,10 @@ class ChunkedConsumer(driver.Consumer):
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - needs a broker
         """Faust's fetch loop, one callback per chunk instead of per record.
 
-        Mirrors ``faust.transport.consumer.Consumer._drain_messages`` (read-offset
-        filtering, gap tracking, commit_every, flow control, generation checks) for
-        faust-streaming 0.15.x; topics not in ``chunked_topics`` go record by record.
+        Mirrors ``faust.transport.consumer.Consumer._drain_messages`` and ``getmany``
+        (read-offset filtering, gap tracking, commit_every, flow control, generation
+        checks, round-robin over topics) for faust-streaming 0.15.x, pinned by
+        tests/unit/test_faust_pin.py; topics not in ``chunked_topics`` go record by record.
         """
         callback = self.callback
         consumer_should_stop = self._stopped.is_set
@@ -115,7 +144,8 @@ class ChunkedConsumer(driver.Consumer):
                 if not records or self.should_stop or not self.flow_active:
                     continue
                 generation = self.app.consumer_generation_id
-                for tp, fetched in records.items():
+                for tp in fair_order(records):
+                    fetched = records[tp]
                     if active is not None and tp not in active and tp not in self._buffered_partitions:
                         continue
                     if self.app.consumer_generation_id != generation or not self.flow_active:

@@ -22,10 +22,6 @@ def run_worker(settings: Settings) -> None:
     install_log_redaction(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     asyncio.run(ensure_topics(settings))
-    if settings.tansu_compat:
-        from stream.tansu_compat import install_tansu_compat
-
-        install_tansu_compat()
     cx = create_app(settings)
     log.info(
         "cxstream worker: broker %s (%s), metrics on http://%s:%d/metrics",

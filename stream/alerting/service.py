@@ -29,7 +29,7 @@ import logging
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -47,12 +47,10 @@ from stream.alerting.rules import Rule
 from stream.alerting.sink import LeaseClaim, RedisSink, decode_active
 from stream.metrics_catalog import ALERT_METRICS, INTERVAL_METRICS, LOW_CONFIDENCE
 from stream.partition_views import GlobalView, PartitionView, decode_views, encode_view, merge, view_of
+from stream.settings import Settings
 from stream.state import PartitionState, split_dim_key
 from stream.timeutil import now_ms
 from stream.windows import WindowReader
-
-if TYPE_CHECKING:
-    from stream.app import CxStream
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +58,6 @@ REDIS_OPERATIONS = ("transition", "snapshot", "views", "controls", "seed", "leas
 #: How often the active alerts in Redis are checked against the evaluator's own.
 SWEEP_INTERVAL_S = 60.0
 _HELP = {spec.name: spec.help for spec in (*ALERT_METRICS, *INTERVAL_METRICS, LOW_CONFIDENCE)}
-
-
-def label_names_of(processor: Any) -> tuple[str, ...]:
-    """Label names of the dimension keys (``queue``, ``channel`` [, ``team``, ``agent``])."""
-    names = getattr(processor, "label_names", None)
-    return tuple(names()) if callable(names) else ("queue", "channel")
 
 
 class AlertService:
@@ -482,51 +474,49 @@ class AlertCollector(Collector):
         )
 
 
-def install_service(cx: CxStream, rules: Sequence[Rule]) -> AlertService:
-    """Create the service for ``cx`` and register its timers, task and collectors."""
-    settings = cx.settings
-    label_names = label_names_of(cx.processor)
+def build_service(
+    settings: Settings,
+    rules: Sequence[Rule],
+    *,
+    states: Callable[[], Iterable[PartitionState]],
+    reader: WindowReader,
+    reference_now: Callable[[int], int],
+) -> AlertService:
+    """The alert service of a worker, from settings and what it reads (no Faust, no app).
+
+    The runtime (:mod:`stream.app`) runs :meth:`AlertService.run` as a task,
+    :meth:`AlertService.snapshot_tick` on a timer and :meth:`AlertService.shutdown` at
+    shutdown, and registers :func:`collectors` on its registry.
+    """
     sink = RedisSink(
         settings.redis_url.get_secret_value(),
         settings.redis_prefix,
         buffer_max=settings.redis_buffer_max,
     )
-    alert_interval = settings.seconds("alert_interval")
-    service = AlertService(
+    return AlertService(
         rules=rules,
         sink=sink,
-        states=cx.states,
-        reader=cx.reader,
-        reference_now=cx.processor.reference_now_ms,
+        states=states,
+        reader=reader,
+        reference_now=reference_now,
         worker=settings.effective_worker_id,
         windows=[label for label, _ in settings.window_list],
         partitions=settings.partitions,
-        label_names=label_names,
-        control_interval_s=alert_interval,
+        label_names=settings.label_names,
+        control_interval_s=settings.seconds("alert_interval"),
     )
-    cx.registry.register(
-        IntervalCollector(
-            cx.states,
-            cx.reader,
-            cx.processor.reference_now_ms,
-            lambda: label_names_of(cx.processor),
-            settings.min_samples,
-        )
-    )
-    cx.registry.register(AlertCollector(service))
-    app = cx.app
 
-    @app.timer(interval=settings.seconds("snapshot_interval"), name="cx-kpi-views")
-    async def write_views() -> None:
-        await service.snapshot_tick()
 
-    @app.task
-    async def alert_evaluator() -> None:
-        await service.run()
-
-    async def flush_alerts(sender: Any, *args: Any, **kwargs: Any) -> None:
-        await service.shutdown()
-
-    app.on_before_shutdown.connect(flush_alerts)  # type: ignore[arg-type]
-
-    return service
+def collectors(
+    service: AlertService,
+    settings: Settings,
+    *,
+    states: Callable[[], Iterable[PartitionState]],
+    reader: WindowReader,
+    reference_now: Callable[[int], int],
+) -> list[Collector]:
+    """The /metrics collectors of the alerting side: intervals beside every KPI, alert health."""
+    return [
+        IntervalCollector(states, reader, reference_now, lambda: settings.label_names, settings.min_samples),
+        AlertCollector(service),
+    ]

@@ -187,3 +187,21 @@ async def test_wait_for_room_blocks_until_writes_drain_below_the_limit() -> None
     await asyncio.wait_for(waiting, timeout=1)
     assert len(writes) == 1
     gates[2].open.set()
+
+
+def test_fair_order_goes_round_robin_over_topics() -> None:
+    """A topic with many fetched partitions must not starve the others (Faust's scheduler)."""
+    from faust.types import TP
+
+    from stream.transport import fair_order
+
+    fetched = [TP("interactions", p) for p in range(4)] + [TP("surveys", 0), TP("customers", 2)]
+    assert fair_order(fetched) == [
+        TP("interactions", 0),
+        TP("surveys", 0),
+        TP("customers", 2),
+        TP("interactions", 1),
+        TP("interactions", 2),
+        TP("interactions", 3),
+    ]
+    assert fair_order([]) == []
