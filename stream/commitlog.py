@@ -35,6 +35,7 @@ from stream.state import (
     CONTACT_PREFIX,
     CUSTOMER_PREFIX,
     DEDUP_PREFIX,
+    LABELS_PREFIX,
     MARKER_KEY,
     DedupBatch,
     PartitionState,
@@ -72,6 +73,8 @@ def changelog_records(state: PartitionState) -> list[tuple[bytes, bytes]]:
         history = state.customers.get(customer_id)
         if history is not None:
             put(f"{CUSTOMER_PREFIX}{customer_id}", history)
+    for label in changes.labels:
+        put(f"{LABELS_PREFIX}{label}", state.label_values.get(label, []))
     if changes.dedup is not None:
         dedup, batch = state.dedup, changes.dedup
         put(batch.key, {"n": batch.newest_ms, "ids": batch.ids, "o": [dedup[i] for i in batch.ids]})
@@ -197,6 +200,9 @@ class StateLogTable(faust.Table):
                 state.customers.pop(customer_id, None)
             else:
                 state.customers[customer_id] = payload
+        elif key.startswith(LABELS_PREFIX):
+            if isinstance(payload, list):
+                state.restore_label_values(key[len(LABELS_PREFIX) :], [str(v) for v in payload])
         elif key.startswith(DEDUP_PREFIX):
             if payload is None:
                 batch = dedup_index.pop(key, None)

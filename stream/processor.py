@@ -107,8 +107,8 @@ class Processor:
         self.label_team = settings.label_team
         self.label_agent = settings.label_agent
         self.max_label_values = settings.max_label_values
-        #: label -> values seen, to cap Prometheus cardinality (beyond the cap: "other").
-        self._label_values: dict[str, set[str]] = {"queue": set(), "team": set(), "agent": set()}
+        #: label -> the only values exported under their own name, where configured.
+        self.allowed = settings.allowed_label_values
         self.bucket_s = settings.bucket_seconds
         self.bucket_ms = self.bucket_s * 1000
         longest_window_s = max(seconds for _, seconds in settings.window_list)
@@ -235,23 +235,28 @@ class Processor:
         return record
 
     # -- labels ---------------------------------------------------------------------
-    def _capped(self, label: str, value: str) -> str:
-        """The value, or 'other' once the label already has max_label_values values."""
-        seen = self._label_values[label]
-        if value in seen:
-            return value
-        if len(seen) >= self.max_label_values:
-            return OTHER
-        seen.add(value)
-        return value
+    def _capped(self, state: PartitionState, label: str, value: str) -> str:
+        """The value, or 'other': outside the label's allow-list if it has one, else beyond the
+        first ``max_label_values`` values this partition has seen (a durable, per-partition cap)."""
+        allowed = self.allowed.get(label)
+        if allowed is not None:
+            return value if value in allowed else OTHER
+        return value if state.admit_label(label, value, self.max_label_values) else OTHER
 
-    def dim(self, queue: str, channel: str, team: str | None = None, agent: str | None = None) -> str:
+    def dim(
+        self,
+        state: PartitionState,
+        queue: str,
+        channel: str,
+        team: str | None = None,
+        agent: str | None = None,
+    ) -> str:
         """Dimension key for the configured label set (queue, channel[, team][, agent])."""
-        parts = [self._capped("queue", queue), channel]
+        parts = [self._capped(state, "queue", queue), channel]
         if self.label_team:
-            parts.append(self._capped("team", team) if team else UNKNOWN)
+            parts.append(self._capped(state, "team", team) if team else UNKNOWN)
         if self.label_agent:
-            parts.append(self._capped("agent", agent) if agent else UNKNOWN)
+            parts.append(self._capped(state, "agent", agent) if agent else UNKNOWN)
         return dim_key(*parts)
 
     def label_names(self) -> tuple[str, ...]:
@@ -261,9 +266,9 @@ class Processor:
     def _bucket(self, state: PartitionState, ts: int, dim: str) -> kpi.Counts:
         return state.bucket_counts(ts // self.bucket_ms * self.bucket_s, dim)
 
-    def _contact_dim(self, record: dict[str, Any]) -> str:
+    def _contact_dim(self, state: PartitionState, record: dict[str, Any]) -> str:
         return self.dim(
-            record.get("q") or UNKNOWN, record.get("ch") or UNKNOWN, record.get("tm"), record.get("ag")
+            state, record.get("q") or UNKNOWN, record.get("ch") or UNKNOWN, record.get("tm"), record.get("ag")
         )
 
     def _apply_interaction(self, state: PartitionState, event: Interaction, wall_ms: int) -> None:
@@ -279,7 +284,7 @@ class Processor:
             for name, value in (("ag", event.agent_id), ("tm", event.team), ("rs", event.reason)):
                 if value is not None:
                     record[name] = value
-            self._bucket(state, event.ts_ms, self._contact_dim(record))[kpi.CONTACTS] += 1
+            self._bucket(state, event.ts_ms, self._contact_dim(state, record))[kpi.CONTACTS] += 1
             self._forward_start(state, event)
             pending = record.pop("pd", None)
             if pending:
@@ -371,9 +376,12 @@ class Processor:
     def _apply_pending(self, state: PartitionState, record: dict[str, Any], item: list[Any]) -> None:
         """Count a survey or end, attributed to the contact's queue/channel (or 'unknown')."""
         if item[0] == "e":
-            self._count_end(self._bucket(state, item[1], self._contact_dim(record)), record["tr"], item)
+            self._count_end(
+                self._bucket(state, item[1], self._contact_dim(state, record)), record["tr"], item
+            )
         else:
             dim = self.dim(
+                state,
                 item[6] or record.get("q") or UNKNOWN,
                 item[7] or record.get("ch") or UNKNOWN,
                 (item[8] if len(item) > 8 else None) or record.get("tm"),
@@ -397,7 +405,7 @@ class Processor:
             return
         state.remember_ids([event_key], [message.offset], max(ts, self.watermark_ms))
         self.outcomes[(topic, "accepted")] += 1
-        dim = self.dim(record["q"], record["ch"], record.get("tm"), record.get("ag"))
+        dim = self.dim(state, record["q"], record["ch"], record.get("tm"), record.get("ag"))
         entry = [ts, record["ch"], dim, record.get("r"), record["c"], 0, None]
         history = state.customers.get(customer_id)
         is_new = history is None

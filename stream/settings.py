@@ -109,8 +109,17 @@ class Settings(BaseSettings):
     max_label_values: int = Field(
         500,
         ge=1,
-        description="Distinct values per label (queue, team, agent) before new ones are exported as 'other'.",
+        description="Distinct values per label (queue, team, agent) and partition before new ones are "
+        "exported as 'other' (the first seen are kept, remembered with the partition's state); "
+        "labels with an allow-list below are not capped.",
     )
+    allowed_queues: str = Field(
+        "",
+        description="Comma-separated queues exported under their own name, every other as 'other' "
+        "(empty: the first CXSTREAM_MAX_LABEL_VALUES of each partition).",
+    )
+    allowed_teams: str = Field("", description="Like CXSTREAM_ALLOWED_QUEUES, for the team label.")
+    allowed_agents: str = Field("", description="Like CXSTREAM_ALLOWED_QUEUES, for the agent label.")
 
     # --- alerts, Redis partition views -----------------------------------------
     worker_id: str = Field(
@@ -238,6 +247,16 @@ class Settings(BaseSettings):
                 seconds = int(parse_duration(label))
                 seen.setdefault(seconds, label if not label.isdigit() else format_duration(seconds))
         return sorted(((label, s) for s, label in seen.items()), key=lambda w: w[1])
+
+    @property
+    def allowed_label_values(self) -> dict[str, frozenset[str]]:
+        """label -> its allow-list, for the labels that have one."""
+        lists = {"queue": self.allowed_queues, "team": self.allowed_teams, "agent": self.allowed_agents}
+        return {
+            label: frozenset(v.strip() for v in text.split(",") if v.strip())
+            for label, text in lists.items()
+            if text.strip()
+        }
 
     @property
     def label_names(self) -> tuple[str, ...]:

@@ -30,6 +30,7 @@ BUCKET_PREFIX = "b:"
 CONTACT_PREFIX = "c:"
 DEDUP_PREFIX = "d:"
 CUSTOMER_PREFIX = "u:"
+LABELS_PREFIX = "l:"
 #: Dimension keys of channel-transition counts start with this (labels never contain it).
 TRANSITION_MARK = "\x1e"
 MARKER_KEY = "m"
@@ -68,6 +69,7 @@ class BatchChanges:
     buckets: set[int]
     contacts: set[str]
     customers: set[str]
+    labels: set[str]
     deleted_keys: list[str]
     #: The event ids first seen in this batch, as one unit of dedup expiry (None: no new ids).
     dedup: DedupBatch | None
@@ -98,6 +100,10 @@ class PartitionState:
     watermark_ms: int = 0
     #: Bumped per bucket-hour on change, so window readers can cache hourly sums.
     hour_versions: dict[int, int] = field(default_factory=dict)
+    #: label -> the values this partition exports under their own name, in the order it
+    #: first saw them (the cardinality cap, see :meth:`admit_label`); durable like the rest.
+    label_values: dict[str, list[str]] = field(default_factory=dict)
+    _label_index: dict[str, set[str]] = field(default_factory=dict, repr=False, compare=False)
 
     # -- what the current batch changed (drained by commitlog) --------------
     generation: int = field(default_factory=lambda: secrets.randbits(48))
@@ -105,6 +111,7 @@ class PartitionState:
     dirty_buckets: set[int] = field(default_factory=set)
     dirty_contacts: set[str] = field(default_factory=set)
     dirty_customers: set[str] = field(default_factory=set)
+    dirty_labels: set[str] = field(default_factory=set)
     new_dedup: list[str] = field(default_factory=list)
     #: (customer_id, record bytes) to send to the repartition topic with this batch.
     customer_forwards: list[tuple[str, bytes]] = field(default_factory=list)
@@ -126,6 +133,31 @@ class PartitionState:
             hour = bucket_start - bucket_start % 3600
             self.hour_versions[hour] = self.hour_versions.get(hour, 0) + 1
         return counts
+
+    def admit_label(self, label: str, value: str, cap: int) -> bool:
+        """Is ``value`` exported under its own name? Yes if admitted before, or now while the
+        label has fewer than ``cap`` values in this partition.
+
+        Kept per partition and persisted, so the answer depends only on the partition's
+        input: the same on any number of workers and after any restart.
+        """
+        index = self._label_index.get(label)
+        if index is None:
+            index = self._label_index[label] = set(self.label_values.setdefault(label, []))
+        if value in index:
+            return True
+        values = self.label_values[label]
+        if len(values) >= cap:
+            return False
+        values.append(value)
+        index.add(value)
+        self.dirty_labels.add(label)
+        return True
+
+    def restore_label_values(self, label: str, values: list[str]) -> None:
+        """Recovery: the admitted values of ``label`` as the changelog holds them."""
+        self.label_values[label] = list(values)
+        self._label_index.pop(label, None)
 
     def touch_contact(self, contact_id: str) -> None:
         """Mark a contact record as changed in this batch."""
@@ -189,10 +221,12 @@ class PartitionState:
             self.dirty_buckets,
             self.dirty_contacts,
             self.dirty_customers,
+            self.dirty_labels,
             self.deleted_keys,
             dedup,
         )
         self.dirty_buckets, self.dirty_contacts, self.dirty_customers = set(), set(), set()
+        self.dirty_labels = set()
         self.deleted_keys, self.new_dedup, self.new_dedup_newest_ms = [], [], 0
         return changes
 
@@ -202,6 +236,7 @@ class PartitionState:
             self.dirty_buckets
             or self.dirty_contacts
             or self.dirty_customers
+            or self.dirty_labels
             or self.new_dedup
             or self.deleted_keys
         )

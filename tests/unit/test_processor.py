@@ -701,6 +701,7 @@ def test_has_changes_and_dirty_sets() -> None:
     assert set(keys) == {
         f"b:{bucket_of(WALL - MIN)}".encode(),
         b"c:c1",
+        b"l:queue",  # "billing" admitted under its own name (the label cap)
         b"m",
         f"d:{state.generation}:1".encode(),
     }
