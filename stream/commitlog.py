@@ -186,8 +186,7 @@ class StateLogTable(faust.Table):
                 for counts in payload.values():
                     upgrade_counts(counts)
                 state.buckets[bucket] = payload
-            hour = bucket - bucket % 3600
-            state.hour_versions[hour] = state.hour_versions.get(hour, 0) + 1
+            state.bucket_changed(bucket)
         elif key.startswith(CONTACT_PREFIX):
             contact_id = key[len(CONTACT_PREFIX) :]
             if payload is None:

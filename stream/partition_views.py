@@ -70,7 +70,7 @@ def position_of(state: PartitionState) -> int:
 def view_of(
     state: PartitionState, totals: WindowTotals, *, partitions: int, worker: str, at: int
 ) -> PartitionView:
-    """The view of one partition from its window totals (``WindowReader.read([state], now)``)."""
+    """The view of one partition from its window totals (``WindowReader.read_partition``)."""
     windows = {
         window: {dim: counts for dim, counts in per_dim.items() if not dim.startswith(TRANSITION_MARK)}
         for window, per_dim in totals.items()

@@ -100,6 +100,8 @@ class PartitionState:
     watermark_ms: int = 0
     #: Bumped per bucket-hour on change, so window readers can cache hourly sums.
     hour_versions: dict[int, int] = field(default_factory=dict)
+    #: Bumped with any hour version: window readers cache a partition's totals until it moves.
+    buckets_version: int = 0
     #: label -> the values this partition exports under their own name, in the order it
     #: first saw them (the cardinality cap, see :meth:`admit_label`); durable like the rest.
     label_values: dict[str, list[str]] = field(default_factory=dict)
@@ -130,9 +132,14 @@ class PartitionState:
             upgrade_counts(counts)
         if bucket_start not in self.dirty_buckets:
             self.dirty_buckets.add(bucket_start)
-            hour = bucket_start - bucket_start % 3600
-            self.hour_versions[hour] = self.hour_versions.get(hour, 0) + 1
+            self.bucket_changed(bucket_start)
         return counts
+
+    def bucket_changed(self, bucket_start: int) -> None:
+        """Invalidate cached sums that include this bucket (its hour's, and the partition's)."""
+        hour = bucket_start - bucket_start % 3600
+        self.hour_versions[hour] = self.hour_versions.get(hour, 0) + 1
+        self.buckets_version += 1
 
     def admit_label(self, label: str, value: str, cap: int) -> bool:
         """Is ``value`` exported under its own name? Yes if admitted before, or now while the
@@ -167,8 +174,7 @@ class PartitionState:
         """Expire a bucket (persisted as a tombstone)."""
         self.buckets.pop(bucket_start, None)
         self.dirty_buckets.discard(bucket_start)
-        hour = bucket_start - bucket_start % 3600
-        self.hour_versions[hour] = self.hour_versions.get(hour, 0) + 1
+        self.bucket_changed(bucket_start)
         self.deleted_keys.append(f"{BUCKET_PREFIX}{bucket_start}")
 
     def drop_contact(self, contact_id: str) -> None:

@@ -7,7 +7,10 @@ event stamped 10:00:07 is in it until 10:15:00, when the window moves on.
 
 Summing 1,440 one-minute buckets per scrape for a 24h window is too slow in
 Python, so whole hours are summed once and cached until one of their buckets
-changes (:attr:`PartitionState.hour_versions`).
+changes (:attr:`PartitionState.hour_versions`). And one partition's window totals
+are computed once per bucket of "now" and state version, whoever asks: /metrics,
+the interval metrics, the partition views and the alert evaluator all read the same
+cached totals instead of summing the buckets four times a tick.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ class WindowReader:
         self.bucket_s = bucket_seconds
         self.longest_s = max(seconds for _, seconds in windows)
         self._hours: dict[tuple[int, int, int], tuple[int, dict[str, Counts]]] = {}
+        #: (generation, partition) -> ((state version, bucket of now), that partition's totals)
+        self._partitions: dict[tuple[int, int], tuple[tuple[int, int], WindowTotals]] = {}
 
     def window_bounds(self, now_ms: int, seconds: int) -> tuple[int, int]:
         """First and last bucket start (epoch s, inclusive) of a window ending at ``now_ms``."""
@@ -37,16 +42,37 @@ class WindowReader:
         return last - seconds + self.bucket_s, last
 
     def read(self, states: Iterable[PartitionState], now_ms: int) -> WindowTotals:
-        """Totals per window label and dimension key, summed over ``states``."""
-        states = list(states)
+        """Totals per window label and dimension key, summed over ``states`` (a new object)."""
+        result: WindowTotals = {label: {} for label, _ in self.windows}
+        for state in states:
+            for label, per_dim in self.read_partition(state, now_ms).items():
+                totals = result[label]
+                for dim, counts in per_dim.items():
+                    _accumulate(totals, dim, counts)
+        self._forget_old_hours(now_ms)
+        return result
+
+    def read_partition(self, state: PartitionState, now_ms: int) -> WindowTotals:
+        """One partition's totals per window; cached until its buckets or the bucket of now change.
+
+        Shared by every reader: do not modify the result (:meth:`read` returns a copy).
+        A state in the middle of a batch (dirty buckets) is never cached: the batch may
+        still change a bucket without bumping a version.
+        """
+        now_s = now_ms // 1000
+        key = (state.generation, state.partition)
+        stamp = (state.buckets_version, now_s - now_s % self.bucket_s)
+        cached = self._partitions.get(key)
+        if cached is not None and cached[0] == stamp and not state.dirty_buckets:
+            return cached[1]
         result: WindowTotals = {}
         for label, seconds in self.windows:
             first, last = self.window_bounds(now_ms, seconds)
             totals: dict[str, Counts] = {}
-            for state in states:
-                self._add_range(state, first, last, totals)
+            self._add_range(state, first, last, totals)
             result[label] = totals
-        self._forget_old_hours(now_ms)
+        if not state.dirty_buckets:
+            self._partitions[key] = (stamp, result)
         return result
 
     def dimensions(self, totals: WindowTotals) -> set[str]:
@@ -102,6 +128,8 @@ class WindowReader:
         if len(self._hours) > 64:
             for key in [k for k in self._hours if k[2] < oldest]:
                 del self._hours[key]
+        if len(self._partitions) > 4096:  # partitions that moved away, or old generations
+            self._partitions.clear()
 
 
 def _accumulate(totals: dict[str, Counts], dim: str, counts: Counts) -> None:

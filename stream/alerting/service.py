@@ -127,7 +127,7 @@ class AlertService:
         return [
             view_of(
                 state,
-                self._reader.read([state], now),
+                self._reader.read_partition(state, now),
                 partitions=self.partitions,
                 worker=self.worker,
                 at=wall_ms,

@@ -348,14 +348,15 @@ def make_service(url: str, prefix: str, worker: str, states: list[Any], clock: A
     )
 
 
-def csat_state(now_ms: int, responses: int, satisfied: int, queue: str = "billing") -> Any:
+def add_csat(state: Any, now_ms: int, responses: int, satisfied: int, queue: str = "billing") -> Any:
+    """Count CSAT answers into ``state`` the way a committed batch does."""
     from stream import kpi
-    from stream.state import PartitionState, dim_key
+    from stream.state import dim_key
 
-    state = PartitionState(0)
-    counts = kpi.zero_counts()
-    counts[kpi.CSAT_RESPONSES], counts[kpi.CSAT_SATISFIED] = responses, satisfied
-    state.buckets[now_ms // 1000 // 60 * 60] = {dim_key(queue, "voice"): counts}
+    counts = state.bucket_counts(now_ms // 1000 // 60 * 60, dim_key(queue, "voice"))
+    counts[kpi.CSAT_RESPONSES] += responses
+    counts[kpi.CSAT_SATISFIED] += satisfied
+    state.take_changes()
     return state
 
 
@@ -363,7 +364,9 @@ async def test_handover_keeps_firing_pending_and_cooldown_without_a_second_fire(
     redis_server: RedisServer, client: aioredis.Redis, prefix: str
 ) -> None:
     now = [int(time.time() * 1000)]
-    states = [csat_state(now[0], 40, 4)]  # CSAT 10%: the rule's condition holds for billing
+    from stream.state import PartitionState
+
+    states = [add_csat(PartitionState(0), now[0], 40, 4)]  # CSAT 10%: the condition holds for billing
     a = make_service(redis_server.url, prefix, "a", states, lambda: now[0])
     b = make_service(redis_server.url, prefix, "b", states, lambda: now[0])
     try:
@@ -374,9 +377,7 @@ async def test_handover_keeps_firing_pending_and_cooldown_without_a_second_fire(
         now[0] += 11_000
         await a.step(evaluate=True)
         assert list(await client.hkeys(f"{prefix}:alerts:active")) == ['r{queue="billing"}']
-        sales = csat_state(now[0], 30, 0, queue="sales")
-        for bucket, dims in sales.buckets.items():  # (the clock may have crossed a minute)
-            states[0].buckets.setdefault(bucket, {}).update(dims)
+        add_csat(states[0], now[0], 30, 0, queue="sales")
         await a.step(evaluate=True)  # sales goes pending under a
         assert a.evaluator.pending() == ['r{queue="sales"}']
 

@@ -277,3 +277,21 @@ def test_old_cache_entries_are_forgotten() -> None:
     assert early and max(early) < oldest
     assert reader._hours
     assert all(hour >= oldest for _, _, hour in reader._hours)
+
+
+def test_a_partitions_totals_are_computed_once_per_bucket_and_state_version() -> None:
+    """/metrics, intervals, partition views and the evaluator share one computation per tick."""
+    state = PartitionState(0)
+    add(state, at(10, 1), n=2)
+    settle(state)
+    reader = WindowReader(DEFAULT_WINDOWS, 60)
+    first = reader.read_partition(state, at(10, 10))
+    assert reader.read_partition(state, at(10, 10) + 30_000) is first  # same bucket of now
+    assert contacts(reader.read([state, state], at(10, 10)), "15m") == 4  # sums are copies
+    assert reader.read_partition(state, at(10, 10)) is first
+    add(state, at(10, 2))  # a batch in progress: never served from (or into) the cache
+    assert reader.read_partition(state, at(10, 10))["15m"][DIM][kpi.CONTACTS] == 3
+    settle(state)
+    again = reader.read_partition(state, at(10, 10))
+    assert again is not first and again["15m"][DIM][kpi.CONTACTS] == 3
+    assert reader.read_partition(state, at(10, 11)) is not again  # the window moved on
