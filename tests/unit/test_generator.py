@@ -526,7 +526,7 @@ def fake_producer(monkeypatch: pytest.MonkeyPatch) -> type[FakeProducer]:
     class Fake(FakeProducer):
         delivered: list[tuple[str, bytes, bytes]] = []
 
-    monkeypatch.setattr(generator, "AIOKafkaProducer", Fake)
+    monkeypatch.setattr(generator.live, "AIOKafkaProducer", Fake)
     return Fake
 
 
