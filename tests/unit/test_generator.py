@@ -579,3 +579,25 @@ async def test_produce_stops_while_the_broker_is_down(fake_producer: type[FakePr
 async def test_produce_stops_after_duration(fake_producer: type[FakeProducer]) -> None:
     stats = await generator.produce("broker:9092", rate=200, duration=0.5, seed=4)
     assert 60 < stats.sent < 140
+
+
+def test_replay_output_into_a_closed_pipe_is_not_an_error(tmp_path: Path) -> None:
+    """``cxstream replay day.jsonl | head``: the reader leaving early ends quietly."""
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "day.jsonl"
+    write_jsonl(path, 3000, TrafficProfile.demo(), 5, START_MS)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CXSTREAM_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stream", "replay", str(path), "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline().startswith(b"KPIs as of")
+    proc.stdout.close()
+    assert proc.wait(timeout=60) == 0
+    assert b"Traceback" not in proc.stderr.read()
