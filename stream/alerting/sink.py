@@ -39,7 +39,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
@@ -48,19 +47,17 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
 from stream.alerting.evaluator import FIRING, Ack, Controls, Transition
+from stream.redis_client import connect
 from stream.redis_keys import RedisKeys
+from stream.retry import REDIS_BACKOFF
 
 log = logging.getLogger(__name__)
 
 LOG_MAXLEN = 10_000
 DEDUP_DEPTH = 500
-BACKOFF_BASE_S = 0.5
-BACKOFF_MAX_S = 10.0
 #: A transition Redis answers with an error this often is dropped (and counted).
 MAX_REJECTIONS = 5
 
@@ -175,18 +172,6 @@ class LeaseClaim:
     held: bool
     epoch: int
     holder: str
-
-
-def connect(url: str, timeout: float = 2.0) -> aioredis.Redis:
-    """An asyncio Redis client that fails fast: per-call timeouts, no hidden retries."""
-    return aioredis.Redis.from_url(
-        url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 0),
-        decode_responses=True,
-        health_check_interval=0,
-    )
 
 
 class RedisSink:
@@ -476,8 +461,7 @@ class RedisSink:
     def back_off(self) -> None:
         """Delay the next write attempt: 0.5 s doubling to 10 s, +-20% jitter."""
         self._failures += 1
-        delay = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** min(self._failures - 1, 16))
-        self._retry_at = self._clock() + delay * random.uniform(0.8, 1.2)
+        self._retry_at = self._clock() + REDIS_BACKOFF.delay(self._failures)
 
     def _succeeded(self) -> None:
         self.up = True

@@ -19,8 +19,14 @@ from aiokafka.errors import KafkaError
 
 from stream.generator.profile import TrafficProfile
 from stream.generator.simulator import TrafficSimulator
+from stream.retry import Backoff
 
 log = logging.getLogger(__name__)
+
+#: Connecting, queueing a message, re-sending unacknowledged ones (no jitter: one client).
+CONNECT_BACKOFF = Backoff(0.5, 10.0, jitter=0)
+SEND_BACKOFF = Backoff(0.2, 5.0, jitter=0)
+RESEND_BACKOFF = Backoff(0.5, 5.0, jitter=0)
 
 # --------------------------------------------------------------------------------------
 # Live produce
@@ -127,7 +133,7 @@ class _Run:
 
 async def _start_producer(bootstrap: str, options: Mapping[str, Any], run: _Run) -> AIOKafkaProducer | None:
     """Start a producer, retrying with backoff while the broker is unreachable."""
-    backoff = 0.5
+    failures = 0
     config: dict[str, Any] = {
         "bootstrap_servers": bootstrap,
         "client_id": "cxstream-generator",
@@ -141,11 +147,12 @@ async def _start_producer(bootstrap: str, options: Mapping[str, Any], run: _Run)
         try:
             await producer.start()
         except (KafkaError, OSError) as exc:
-            run.warn("broker %s unreachable (%s); retrying in %.1fs", bootstrap, exc, backoff)
+            failures += 1
+            delay = CONNECT_BACKOFF.delay(failures)
+            run.warn("broker %s unreachable (%s); retrying in %.1fs", bootstrap, exc, delay)
             with contextlib.suppress(Exception):
                 await producer.stop()
-            await run.sleep(backoff)
-            backoff = min(backoff * 2, 10.0)
+            await run.sleep(delay)
             continue
         log.info("producer connected to %s", bootstrap)
         return producer
@@ -162,7 +169,7 @@ async def _send(
     stats: GeneratorStats,
 ) -> _InFlight | None:
     """Hand one message to the producer; retry while it cannot even be queued."""
-    backoff = 0.2
+    failures = 0
     while True:
         try:
             future = await producer.send(topic, value=value, key=key)
@@ -171,8 +178,8 @@ async def _send(
             run.warn("cannot send to %s (%r); retrying", topic, exc)
             if run.stopping():
                 return None
-            await run.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
+            failures += 1
+            await run.sleep(SEND_BACKOFF.delay(failures))
             continue
         return future, topic, key, value, kind
 
@@ -185,7 +192,7 @@ async def _settle(
     A re-sent message may reach the broker twice; it carries the same ``event_id``,
     so the processor's dedup counts it once.
     """
-    backoff = 0.5
+    failures = 0
     while batch:
         results = await asyncio.gather(*(item[0] for item in batch), return_exceptions=True)
         failed: list[_InFlight] = []
@@ -202,8 +209,8 @@ async def _settle(
         if run.stopping():
             stats.dropped += len(failed)
             return
-        await run.sleep(backoff)
-        backoff = min(backoff * 2, 5.0)
+        failures += 1
+        await run.sleep(RESEND_BACKOFF.delay(failures))
         batch = []
         for _, topic, key, value, kind in failed:
             resent = await _send(producer, topic, key, value, kind, run, stats)

@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import hmac
 import logging
-import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from stream.partition_views import merge
+from stream.retry import REDIS_BACKOFF
 from stream.wallboard.aggregate import Totals, attach_trends, build_state, parse_alerts, sum_views
 from stream.wallboard.source import REDIS_ERRORS, RedisSource, describe
 from stream.wallboard.sse import COMMENT_PING, StateHub, format_event, format_retry
@@ -45,8 +45,6 @@ STATIC_FILES: Final[dict[str, str]] = {
     "favicon.svg": "image/svg+xml",
 }
 PUBLIC_PATHS: Final = frozenset({"/healthz", "/favicon.ico", *(f"/static/{n}" for n in STATIC_FILES)})
-BACKOFF_BASE_S: Final = 0.5
-BACKOFF_MAX_S: Final = 10.0
 SSE_PING_S: Final = 15.0
 CSP: Final = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -56,8 +54,7 @@ CSP: Final = (
 
 def backoff_delay(failures: int) -> float:
     """0.5 s doubling to 10 s, +-20% jitter, for the ``failures``-th consecutive failure."""
-    delay = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** min(max(failures, 1) - 1, 16))
-    return delay * random.uniform(0.8, 1.2)
+    return REDIS_BACKOFF.delay(failures)
 
 
 def now_ms() -> int:

@@ -15,12 +15,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from stream.partition_views import PartitionView, decode_views
+from stream.redis_client import connect
 from stream.redis_keys import RedisKeys
 
 log = logging.getLogger(__name__)
@@ -33,18 +31,6 @@ def describe(exc: BaseException) -> str:
     """A short error text for the page and the log (never includes the Redis URL)."""
     text = str(exc).strip()
     return exc.__class__.__name__ + (f": {text}" if text else "")
-
-
-def connect(url: str, timeout: float | None = 2.0, health_check_interval: int = 0) -> aioredis.Redis:
-    """A fail-fast asyncio client: per-call socket timeouts, no retries, str replies."""
-    return aioredis.Redis.from_url(
-        url,
-        socket_timeout=timeout,
-        socket_connect_timeout=2.0 if timeout is None else timeout,
-        retry=Retry(NoBackoff(), 0),
-        decode_responses=True,
-        health_check_interval=health_check_interval,
-    )
 
 
 @dataclass(slots=True)

@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "stream"
 #: Lowest first. A module may import modules of its own layer or below, never above.
 LAYERS: dict[str, tuple[str, ...]] = {
     # configuration and time: read by every layer
-    "base": ("stream.timeutil", "stream.settings", "stream.security", "stream.logs"),
+    "base": ("stream.timeutil", "stream.settings", "stream.security", "stream.logs", "stream.retry"),
     # typed events, state, the pure pipeline, KPI math and statistics: no Faust, no I/O
     "domain": (
         "stream.kpi",
@@ -32,7 +32,13 @@ LAYERS: dict[str, tuple[str, ...]] = {
     # windows over buckets; the whole contact center from partition views
     "query": ("stream.windows", "stream.partition_views"),
     # what leaves a worker: Prometheus, Redis (alerts, views), the wallboard reading Redis
-    "outputs": ("stream.exporter", "stream.redis_keys", "stream.alerting", "stream.wallboard"),
+    "outputs": (
+        "stream.exporter",
+        "stream.redis_keys",
+        "stream.redis_client",
+        "stream.alerting",
+        "stream.wallboard",
+    ),
     # everything that knows Faust and Kafka
     "runtime": (
         "stream.transport",

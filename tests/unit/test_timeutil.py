@@ -174,3 +174,14 @@ def test_now_ms_is_wall_clock_ms() -> None:
     after = int(time.time() * 1000)
     assert type(value) is int
     assert before <= value <= after
+
+
+def test_backoff_doubles_to_its_cap_with_bounded_jitter() -> None:
+    from stream.retry import REDIS_BACKOFF, Backoff
+
+    plain = Backoff(0.5, 10.0, jitter=0)
+    assert [plain.delay(n) for n in (1, 2, 3, 5, 6, 100)] == [0.5, 1.0, 2.0, 8.0, 10.0, 10.0]
+    assert plain.delay(0) == 0.5  # "no failure yet" is treated as the first
+    for failures in range(1, 12):
+        want = plain.delay(failures)
+        assert 0.8 * want <= REDIS_BACKOFF.delay(failures) <= 1.2 * want
