@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import sys
 import time
-import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -30,7 +29,7 @@ from typing import Any, TextIO
 import orjson
 
 from stream.kpi import COUNTERS, derived_kpis
-from stream.processor import InputMessage, Processor, customer_topic_name
+from stream.processor import InputMessage, Processor, customer_partition, customer_topic_name
 from stream.settings import Settings, load_settings
 from stream.state import TRANSITION_MARK, PartitionState, split_dim_key
 from stream.windows import WindowReader, WindowTotals
@@ -121,7 +120,9 @@ class Replay:
         self.known_topics = {settings.topic_interactions, settings.topic_surveys}
 
     def _partition(self, key: bytes) -> int:
-        return zlib.crc32(key) % self.partitions
+        # The worker's own partitioner for the customer topic; for the input topics any
+        # fixed hash does (Kafka's producers choose there, and no KPI depends on which).
+        return customer_partition(key, self.partitions)
 
     def _message(self, topic: str, key: bytes, value: bytes) -> tuple[int, InputMessage]:
         partition = self._partition(key)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +29,7 @@ import orjson
 from stream.partition_views import GlobalView, decode_views, merge
 from stream.redis_keys import RedisKeys
 from stream.settings import Settings, load_settings
+from stream.timeutil import now_ms as _now_ms
 from stream.timeutil import parse_duration
 
 
@@ -109,10 +109,6 @@ def masked_url(url: str) -> str:
     host = parts.hostname or ""
     port = f":{parts.port}" if parts.port else ""
     return urlunsplit((parts.scheme, f"{user}:***@{host}{port}", parts.path, parts.query, ""))
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def _loads(value: str) -> dict[str, Any]:

@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import hmac
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -29,6 +28,7 @@ from aiohttp.abc import AbstractAccessLogger
 
 from stream.partition_views import merge
 from stream.retry import REDIS_BACKOFF
+from stream.timeutil import now_ms
 from stream.wallboard.aggregate import Totals, attach_trends, build_state, parse_alerts, sum_views
 from stream.wallboard.source import REDIS_ERRORS, RedisSource, describe
 from stream.wallboard.sse import COMMENT_PING, StateHub, format_event, format_retry
@@ -55,10 +55,6 @@ CSP: Final = (
 def backoff_delay(failures: int) -> float:
     """0.5 s doubling to 10 s, +-20% jitter, for the ``failures``-th consecutive failure."""
     return REDIS_BACKOFF.delay(failures)
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass(slots=True)
