@@ -191,6 +191,35 @@ async def produce_records(
     return sent
 
 
+def write_recording(path: Path, records: Iterable[tuple[str, str, Any]]) -> Path:
+    """A ``cxstream replay`` file from (topic, key, value) records."""
+    path.write_bytes(
+        b"".join(
+            orjson.dumps({"topic": topic, "key": key, "value": value}) + b"\n"
+            for topic, key, value in records
+        )
+    )
+    return path
+
+
+def replay_prometheus(path: Path, topics: Topics, **settings: str) -> Samples:
+    """``cxstream replay FILE --format prometheus`` in a clean environment, parsed."""
+    env = {
+        "CXSTREAM_TOPIC_INTERACTIONS": topics.interactions,
+        "CXSTREAM_TOPIC_SURVEYS": topics.surveys,
+        "PATH": "/usr/bin:/bin",
+        **settings,
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "stream", "replay", str(path), "--format", "prometheus", "--quiet"],
+        env=env,
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
+    return parse_samples(out.stdout.decode())
+
+
 def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.5) -> Any:
     """Poll ``predicate`` until it returns a truthy value; return it or raise TimeoutError."""
     deadline = time.monotonic() + timeout

@@ -22,7 +22,7 @@ import orjson
 import pytest
 
 from tests.expected import in_window
-from tests.harness import Topics, by_labels, produce_records, wait_until
+from tests.harness import Topics, by_labels, produce_records, replay_prometheus, wait_until, write_recording
 
 pytestmark = pytest.mark.integration
 
@@ -245,13 +245,7 @@ def test_scripted_customer_history_gives_exact_effort_kpis(
     )
 
     # the same history through `cxstream replay`, in event time
-    path = tmp_path / "history.jsonl"
-    path.write_bytes(
-        b"".join(
-            orjson.dumps({"topic": topic_of[k], "key": e["contact_id"], "value": e}) + b"\n"
-            for k, e in events
-        )
-    )
+    path = write_recording(tmp_path / "history.jsonl", [(topic_of[k], e["contact_id"], e) for k, e in events])
     env = {
         "CXSTREAM_TOPIC_INTERACTIONS": topics.interactions,
         "CXSTREAM_TOPIC_SURVEYS": topics.surveys,
@@ -259,17 +253,9 @@ def test_scripted_customer_history_gives_exact_effort_kpis(
         "CXSTREAM_REPEAT_HORIZON": "2d",
         "PATH": "/usr/bin:/bin",
     }
-    out = subprocess.run(
-        [sys.executable, "-m", "stream", "replay", str(path), "--format", "prometheus", "--quiet"],
-        env=env,
-        capture_output=True,
-        check=True,
-        timeout=60,
-    )
-    from tests.harness import parse_samples
-
+    replayed = replay_prometheus(path, topics, CXSTREAM_WINDOWS="1h,24h,4d", CXSTREAM_REPEAT_HORIZON="2d")
     newest = max(e["timestamp"] for _, e in events)
-    assert_matches(parse_samples(out.stdout.decode()), expected(events, newest))
+    assert_matches(replayed, expected(events, newest))
     summary = subprocess.run(
         [sys.executable, "-m", "stream", "replay", str(path), "--format", "json"],
         env=env,

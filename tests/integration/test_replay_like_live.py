@@ -15,8 +15,6 @@ live worker gets the parts with a pause between them for its timer.
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,7 @@ import orjson
 import pytest
 
 from stream.replay import CHUNK
-from tests.harness import Topics, parse_samples, produce_records, wait_until
+from tests.harness import Topics, produce_records, replay_prometheus, wait_until, write_recording
 
 pytestmark = pytest.mark.integration
 
@@ -151,27 +149,10 @@ def test_replay_and_live_agree_with_resends_after_the_dedup_horizon(
         time.sleep(2.5)  # the worker's timer (CXSTREAM_TICK_INTERVAL=1s) expires old event ids
     live = kpis(worker.samples())
 
-    path = tmp_path / "recording.jsonl"
-    path.write_bytes(
-        b"".join(
-            orjson.dumps({"topic": topic_of[k], "key": e["contact_id"], "value": e}) + b"\n"
-            for k, e in a + b + c
-        )
+    path = write_recording(
+        tmp_path / "recording.jsonl", [(topic_of[k], e["contact_id"], e) for k, e in a + b + c]
     )
-    env = {
-        "CXSTREAM_TOPIC_INTERACTIONS": topics.interactions,
-        "CXSTREAM_TOPIC_SURVEYS": topics.surveys,
-        "PATH": "/usr/bin:/bin",
-        **settings,
-    }
-    out = subprocess.run(
-        [sys.executable, "-m", "stream", "replay", str(path), "--format", "prometheus", "--quiet"],
-        env=env,
-        capture_output=True,
-        check=True,
-        timeout=120,
-    )
-    replayed_samples = parse_samples(out.stdout.decode())
+    replayed_samples = replay_prometheus(path, topics, **settings)
     replayed = kpis(replayed_samples)
 
     # The re-sent answers are new again (the horizon passed): counted twice, in both.
