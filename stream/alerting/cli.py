@@ -1,7 +1,7 @@
 """``cxstream alerts``: list active alerts, ack one, snooze or unsnooze a rule, show the log.
 
 Reads and writes the Redis keys of docs/redis.md (``CXSTREAM_REDIS_URL``,
-``CXSTREAM_REDIS_PREFIX``); the workers' evaluators honour acks and snoozes at their
+``CXSTREAM_REDIS_PREFIX``); the evaluating worker honours acks and snoozes at its
 next evaluation.
 
   cxstream alerts                       active alerts (acked / snoozed marked)
