@@ -168,9 +168,6 @@ class GlobalView:
         """Partitions without any view yet: their counts are unknown."""
         return [p for p in range(self.partitions) if p not in self.views]
 
-    def complete(self) -> bool:
-        return not self.missing()
-
     def totals(self) -> WindowTotals:
         """Window totals summed over one view per partition."""
         totals: WindowTotals = {}

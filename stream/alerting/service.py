@@ -106,8 +106,6 @@ class AlertService:
         self.leader = False
         #: The lease epoch this worker holds or last held (fencing token).
         self.epoch: int | None = None
-        #: Who holds the lease, as last seen.
-        self.lease_holder: str | None = None
         #: The evaluator restored its timers and the active alerts after taking the lease.
         self.seeded = False
         self.remote_views: list[PartitionView] = []
@@ -188,7 +186,6 @@ class AlertService:
         """Become the evaluator, stay it, or step down, from the answer to a lease claim."""
         if claim is None:
             return  # Redis unreachable: keep the role; fencing settles it when Redis is back
-        self.lease_holder = claim.holder
         if claim.held:
             if self.leader and claim.epoch == self.epoch:
                 return
@@ -347,9 +344,6 @@ class AlertService:
             )
         except Exception:
             log.exception("writing partition views failed")
-
-    def wake(self) -> None:
-        self._wake.set()
 
     async def shutdown(self, timeout: float = 3.0) -> None:
         """Worker stopping: write buffered transitions and views, hand the lease on, close."""
