@@ -169,17 +169,21 @@ def http_get(url: str, timeout: float = 5.0) -> bytes:
 
 
 _EVENTS_LINE = re.compile(rb"^cx_events_total\{([^}]*)\} ([0-9.e+]+)$", re.M)
+_INTERNAL_LINE = re.compile(rb"^cx_internal_records_total\{([^}]*)\} ([0-9.e+]+)$", re.M)
 _OUTCOME = re.compile(rb'outcome="([a-z]+)"')
 
 
 _TOPIC = re.compile(rb'topic="([^"]*)"')
 
 
-def event_outcomes(metrics: bytes, topics: Iterable[str] | None = None) -> dict[str, float]:
-    """Sum of ``cx_events_total`` per outcome (over ``topics`` only, if given), read with a regex."""
+def event_outcomes(
+    metrics: bytes, topics: Iterable[str] | None = None, *, internal: bool = False
+) -> dict[str, float]:
+    """Sum of ``cx_events_total`` per outcome (over ``topics`` only, if given), read with a regex;
+    ``internal``: of ``cx_internal_records_total`` (the customer re-keying topic) instead."""
     wanted = {t.encode() for t in topics} if topics is not None else None
     out: dict[str, float] = {}
-    for labels, value in _EVENTS_LINE.findall(metrics):
+    for labels, value in (_INTERNAL_LINE if internal else _EVENTS_LINE).findall(metrics):
         if wanted is not None:
             topic = _TOPIC.search(labels)
             if topic is None or topic.group(1) not in wanted:

@@ -402,11 +402,12 @@ def measure_pipeline(
     )
 
     def outcomes() -> dict[str, dict[str, int]]:
-        total: dict[str, dict[str, int]] = {"inputs": {}, "all": {}}
+        total: dict[str, dict[str, int]] = {"inputs": {}, "internal": {}}
         for worker in workers:
             body = worker.get("/metrics", timeout=30)
-            for scope, only in (("inputs", topics.inputs), ("all", None)):
-                for outcome, value in event_outcomes(body, only).items():
+            for scope, internal in (("inputs", False), ("internal", True)):
+                only = None if internal else topics.inputs
+                for outcome, value in event_outcomes(body, only, internal=internal).items():
                     total[scope][outcome] = total[scope].get(outcome, 0) + int(value)
         return total
 
@@ -416,7 +417,7 @@ def measure_pipeline(
         time.sleep(1.0)
         final = outcomes()
     out = {**exact.as_dict(), "outcomes": {k: v for k, v in sorted(final["inputs"].items()) if v}}
-    out["customer_topic_accepted"] = final["all"].get("accepted", 0) - final["inputs"].get("accepted", 0)
+    out["customer_topic_accepted"] = final["internal"].get("accepted", 0)
     out["all_reflected"] = sum(final["inputs"].values()) == target
     if expected:
         want: dict[str, int] = {}

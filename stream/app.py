@@ -67,7 +67,7 @@ def faust_config(settings: Settings) -> dict[str, Any]:
     """Faust settings derived from ours, with the reasons for the non-defaults."""
     from stream.security import faust_broker_credentials
 
-    session_timeout = settings.seconds("session_timeout")
+    session_timeout = settings.session_timeout
     return {
         "broker": settings.broker,
         # SASL (PLAIN/SCRAM) and TLS for every Faust client: see stream/security.py.
@@ -104,7 +104,7 @@ def faust_config(settings: Settings) -> dict[str, Any]:
 def create_app(settings: Settings) -> CxStream:
     """Build the Faust app, its table, agent, timer and web pages from settings."""
     app = CxApp(settings.app_id, **faust_config(settings))
-    app.fetch_max_wait_ms = int(settings.seconds("fetch_max_wait") * 1000)
+    app.fetch_max_wait_ms = int(settings.fetch_max_wait * 1000)
     app.tansu_compat = settings.tansu_compat
     if settings.tansu_compat:
         log.info("tansu compatibility on: recovery reads to the true end offset (stream/tansu_compat.py)")
@@ -146,7 +146,7 @@ def create_app(settings: Settings) -> CxStream:
     }
 
     processor = Processor(settings)
-    grace_ms = int(settings.seconds("join_grace") * 1000)
+    grace_ms = int(settings.join_grace * 1000)
     table.customer_store_factory = customer_store_factory(settings.store, settings.data_dir)
     table.on_state_ready = lambda state: rebuild_expiry_queues(state, now_ms(), grace_ms)
     reader = WindowReader(settings.window_list, settings.bucket_seconds)
@@ -234,11 +234,11 @@ def create_app(settings: Settings) -> CxStream:
     @app.agent(inputs, name="cx-process")
     async def process(stream: faust.StreamT) -> None:
         async for events in stream.take_events(  # type: ignore[attr-defined]
-            settings.batch_max, within=settings.seconds("batch_within")
+            settings.batch_max, within=settings.batch_within
         ):
             await handle_batch(list(events))
 
-    @app.timer(interval=settings.seconds("tick_interval"))
+    @app.timer(interval=settings.tick_interval)
     async def tick() -> None:
         wall = now_ms()
         async with state_lock:
@@ -273,7 +273,7 @@ def install_alerting(cx: CxStream) -> AlertService:
     for collector in collectors(service, settings, states=states, reader=reader, reference_now=reference_now):
         cx.registry.register(collector)
 
-    @app.timer(interval=settings.seconds("snapshot_interval"), name="cx-kpi-views")
+    @app.timer(interval=settings.snapshot_interval, name="cx-kpi-views")
     async def write_views() -> None:
         await service.snapshot_tick()
 

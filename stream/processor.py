@@ -34,7 +34,15 @@ from typing import Any, Protocol
 import orjson
 
 from stream import kpi
-from stream.events import EventValidator, Interaction, Rejection, Survey
+from stream.events import (
+    ContactEnded,
+    ContactStarted,
+    ContactTransferred,
+    EventValidator,
+    Interaction,
+    Rejection,
+    Survey,
+)
 from stream.settings import Settings
 from stream.state import DIM_SEPARATOR, TRANSITION_MARK, UNKNOWN, PartitionState, dim_key
 
@@ -96,14 +104,14 @@ class Processor:
         self.settings = settings
         self.validator = EventValidator(
             max_label_length=settings.max_label_length,
-            max_future_skew_ms=int(settings.seconds("max_future_skew") * 1000),
+            max_future_skew_ms=int(settings.max_future_skew * 1000),
         )
         self.topic_kind = {
             settings.topic_interactions: INTERACTIONS,
             settings.topic_surveys: SURVEYS,
             customer_topic_name(settings): CUSTOMER_CONTACTS,
         }
-        self.repeat_horizon_ms = int(settings.seconds("repeat_horizon") * 1000)
+        self.repeat_horizon_ms = int(settings.repeat_horizon * 1000)
         self.label_team = settings.label_team
         self.label_agent = settings.label_agent
         self.max_label_values = settings.max_label_values
@@ -114,9 +122,9 @@ class Processor:
         longest_window_s = max(seconds for _, seconds in settings.window_list)
         #: Event time older than (now - retention) can no longer reach any window.
         self.retention_ms = (longest_window_s + self.bucket_s) * 1000
-        self.grace_ms = int(settings.seconds("join_grace") * 1000)
-        self.contact_ttl_ms = int(settings.seconds("contact_ttl") * 1000)
-        self.dedup_horizon_ms = int(settings.seconds("dedup_horizon") * 1000)
+        self.grace_ms = int(settings.join_grace * 1000)
+        self.contact_ttl_ms = int(settings.contact_ttl * 1000)
+        self.dedup_horizon_ms = int(settings.dedup_horizon * 1000)
         self.event_clock = settings.clock == "event"
         #: (topic, outcome) -> count, for cx_events_total.
         self.outcomes: Counter[tuple[str, str]] = Counter()
@@ -160,7 +168,7 @@ class Processor:
                 if kind == INTERACTIONS
                 else validator.survey(message.value, wall_ms)
             )
-            if type(event) is Rejection:
+            if isinstance(event, Rejection):
                 outcomes[(topic, "rejected")] += 1
                 dead.append(
                     DeadLetter(
@@ -174,18 +182,18 @@ class Processor:
                     )
                 )
                 continue
-            event_key = kind + event.event_id  # type: ignore[union-attr]
+            event_key = kind + event.event_id
             first_offset = dedup.get(event_key)
             if first_offset is not None and first_offset != offset:
                 outcomes[(topic, "duplicate")] += 1
                 continue
-            ts = event.ts_ms  # type: ignore[union-attr]
+            ts = event.ts_ms
             if ts < late_before:
                 outcomes[(topic, "late")] += 1
-                if kind == INTERACTIONS and event.type == "contact_started":  # type: ignore[union-attr]
+                if isinstance(event, ContactStarted):
                     # Too old for any window, but still the customer's previous contact
                     # when deciding whether a newer contact is a repeat.
-                    self._forward_start(state, event)  # type: ignore[arg-type]
+                    self._forward_start(state, event)
                 continue
             dedup[event_key] = offset
             new_ids.append(event_key)
@@ -193,10 +201,10 @@ class Processor:
             if ts > newest:
                 newest = ts
             try:
-                if kind == INTERACTIONS:
-                    self._apply_interaction(state, event, wall_ms)  # type: ignore[arg-type]
+                if isinstance(event, Survey):
+                    self._apply_survey(state, event, wall_ms)
                 else:
-                    self._apply_survey(state, event, wall_ms)  # type: ignore[arg-type]
+                    self._apply_interaction(state, event, wall_ms)
             except Exception as exc:  # a bug must cost one event, never the agent
                 log.exception("event at %s[%d]@%d could not be applied", topic, state.partition, offset)
                 outcomes[(topic, "rejected")] += 1
@@ -273,8 +281,7 @@ class Processor:
 
     def _apply_interaction(self, state: PartitionState, event: Interaction, wall_ms: int) -> None:
         record = self._contact(state, event.contact_id, event.ts_ms)
-        kind = event.type
-        if kind == "contact_started":
+        if isinstance(event, ContactStarted):
             if "st" in record:
                 return  # a contact is counted once, whatever its number of start events
             record["st"] = event.ts_ms
@@ -290,11 +297,11 @@ class Processor:
             if pending:
                 for item in pending:
                     self._apply_pending(state, record, item)
-        elif kind == "contact_transferred":
+        elif isinstance(event, ContactTransferred):
             record["tr"] += 1
             if event.to_queue is not None:
                 record["tq"] = event.to_queue
-        else:  # contact_ended
+        elif isinstance(event, ContactEnded):
             if record.get("en"):
                 return
             record["en"] = 1
@@ -305,7 +312,7 @@ class Processor:
                 self._defer(state, event.contact_id, record, item, wall_ms)
 
     @staticmethod
-    def _forward_start(state: PartitionState, event: Interaction) -> None:
+    def _forward_start(state: PartitionState, event: ContactStarted) -> None:
         """Queue the start for the repartition topic keyed by customer_id."""
         if event.customer_id is None:
             return

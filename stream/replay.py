@@ -150,7 +150,7 @@ class Replay:
             if progress:
                 progress.advance(len(chunk))
         # Joins still waiting for their contact_started are released as 'unknown'.
-        release_at = int(time.time() * 1000) + int(self.settings.seconds("join_grace") * 1000) + 1
+        release_at = int(time.time() * 1000) + int(self.settings.join_grace * 1000) + 1
         for state in self.states:
             self.processor.tick(state, release_at)
 

@@ -8,14 +8,37 @@ name, so a typo never turns into a worker that runs with a silent default.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    PlainSerializer,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from stream.timeutil import format_duration, parse_duration
 
 ENV_PREFIX = "CXSTREAM_"
+
+
+def _to_seconds(value: object) -> float:
+    """A duration setting as written (``500ms``, ``30s``, ``15m``, ``24h``, ``7d``) -> seconds.
+
+    Zero only when written as ``0`` or ``0s`` (a typo like ``0m`` for ``10m`` is refused).
+    """
+    seconds = parse_duration(value)  # type: ignore[arg-type]  # its ValueError names the forms
+    if seconds <= 0 and value not in ("0", "0s", 0, 0.0):
+        raise ValueError("must be positive")
+    return seconds
+
+
+#: A duration setting: seconds (float) in code, written and printed as text (``2m``).
+Duration = Annotated[float, BeforeValidator(_to_seconds), PlainSerializer(format_duration, return_type=str)]
 
 
 class SettingsError(ValueError):
@@ -61,28 +84,41 @@ class Settings(BaseSettings):
 
     # --- windows and state ------------------------------------------------
     windows: str = Field("15m,1h,24h", description="Rolling windows, comma-separated.")
-    bucket_size: str = Field("1m", description="Event-time bucket size; divides every window.")
+    bucket_size: Duration = Field(
+        "1m", validate_default=True, description="Event-time bucket size; divides every window."
+    )
     clock: Literal["wall", "event"] = Field(
         "wall",
         description="Window end: wall clock (live) or the newest event time seen (replay).",
     )
-    max_future_skew: str = Field("5m", description="Events further in the future are rejected.")
-    dedup_horizon: str = Field("1h", description="How long an event_id is remembered.")
+    max_future_skew: Duration = Field(
+        "5m", validate_default=True, description="Events further in the future are rejected."
+    )
+    dedup_horizon: Duration = Field(
+        "1h", validate_default=True, description="How long an event_id is remembered."
+    )
     dedup_max_ids: int = Field(
         500_000, ge=1000, description="Upper bound of remembered event_ids per partition."
     )
-    join_grace: str = Field(
+    join_grace: Duration = Field(
         "2m",
+        validate_default=True,
         description="How long a survey or end waits for its contact_started before "
         "being counted under queue/channel 'unknown'.",
     )
-    contact_ttl: str = Field("2d", description="Contact state is dropped this long after its start.")
+    contact_ttl: Duration = Field(
+        "2d", validate_default=True, description="Contact state is dropped this long after its start."
+    )
     max_label_length: int = Field(64, ge=8, le=1024, description="Longest queue/channel/team label accepted.")
 
     # --- batching and Faust tuning ----------------------------------------
     batch_max: int = Field(2000, ge=1, description="Most events handled per agent batch.")
-    batch_within: str = Field("100ms", description="Longest wait to fill a batch.")
-    session_timeout: str = Field("10s", description="Kafka consumer group session timeout.")
+    batch_within: Duration = Field(
+        "100ms", validate_default=True, description="Longest wait to fill a batch."
+    )
+    session_timeout: Duration = Field(
+        "10s", validate_default=True, description="Kafka consumer group session timeout."
+    )
     producer_buffer_max: int = Field(
         100_000, ge=100, description="Faust producer buffer size (Faust's default is 100)."
     )
@@ -91,16 +127,21 @@ class Settings(BaseSettings):
         description="Work around the tansu broker's ListOffsets(latest) answer during "
         "state recovery. Set automatically in embedded mode; never needed on Apache Kafka.",
     )
-    tick_interval: str = Field("5s", description="How often idle partitions expire state.")
-    fetch_max_wait: str = Field(
+    tick_interval: Duration = Field(
+        "5s", validate_default=True, description="How often idle partitions expire state."
+    )
+    fetch_max_wait: Duration = Field(
         "100ms",
+        validate_default=True,
         description="Longest a consumer fetch waits for data (Faust hard-codes 1.5s). Kafka answers "
         "as soon as data arrives; tansu holds every fetch for the full wait, so this bounds latency there.",
     )
 
     # --- high-effort signals (repeat contacts, channel switches) -----------
-    repeat_horizon: str = Field(
-        "7d", description="A contact_started within this time of the customer's previous one is a repeat."
+    repeat_horizon: Duration = Field(
+        "7d",
+        validate_default=True,
+        description="A contact_started within this time of the customer's previous one is a repeat.",
     )
     label_team: bool = Field(False, description="Add a `team` label to KPI series (more series).")
     label_agent: bool = Field(
@@ -129,13 +170,16 @@ class Settings(BaseSettings):
     alert_rules: Path | None = Field(
         None, description="YAML alert rules file; default: the rules shipped in stream/defaults/."
     )
-    alert_interval: str = Field(
+    alert_interval: Duration = Field(
         "5s",
+        validate_default=True,
         description="How often the evaluating worker evaluates the alert rules; its lease lasts twice "
         "this, so a standby takes over within about two intervals.",
     )
-    snapshot_interval: str = Field(
-        "2s", description="How often each worker writes the views of its partitions to Redis."
+    snapshot_interval: Duration = Field(
+        "2s",
+        validate_default=True,
+        description="How often each worker writes the views of its partitions to Redis.",
     )
     min_samples: int = Field(
         20, ge=1, description="Below this many responses a ratio is flagged low-confidence."
@@ -192,26 +236,6 @@ class Settings(BaseSettings):
             raise ValueError("expected memory:// or rocksdb://")
         return value
 
-    @field_validator(
-        "bucket_size",
-        "max_future_skew",
-        "dedup_horizon",
-        "join_grace",
-        "contact_ttl",
-        "batch_within",
-        "session_timeout",
-        "tick_interval",
-        "fetch_max_wait",
-        "repeat_horizon",
-        "alert_interval",
-        "snapshot_interval",
-    )
-    @classmethod
-    def _check_duration(cls, value: str) -> str:
-        if parse_duration(value) <= 0 and value not in ("0", "0s"):
-            raise ValueError("must be positive")
-        return value
-
     @field_validator("windows")
     @classmethod
     def _check_windows(cls, value: str) -> str:
@@ -232,7 +256,7 @@ class Settings(BaseSettings):
             if seconds % bucket:
                 raise ValueError(
                     f"CXSTREAM_WINDOWS: window {label} is not a multiple of "
-                    f"CXSTREAM_BUCKET_SIZE ({self.bucket_size})"
+                    f"CXSTREAM_BUCKET_SIZE ({format_duration(self.bucket_size)})"
                 )
         return self
 
@@ -271,7 +295,7 @@ class Settings(BaseSettings):
     @property
     def bucket_seconds(self) -> int:
         """Bucket size in whole seconds."""
-        return int(parse_duration(self.bucket_size))
+        return int(self.bucket_size)
 
     @property
     def bootstrap_servers(self) -> str:
@@ -285,10 +309,6 @@ class Settings(BaseSettings):
         import socket
 
         return self.worker_id or f"{socket.gethostname()}:{self.web_port}"
-
-    def seconds(self, name: str) -> float:
-        """Value of a duration setting in seconds."""
-        return parse_duration(getattr(self, name))
 
 
 def load_settings(**overrides: object) -> Settings:

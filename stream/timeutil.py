@@ -46,6 +46,9 @@ def format_duration(seconds: float) -> str:
     """Render seconds as the shortest exact label, e.g. 900 -> ``"15m"``."""
     whole = int(seconds)
     if whole != seconds or whole == 0:
+        millis = round(seconds * 1000, 6)
+        if 0 < millis < 1000 and millis == int(millis):
+            return f"{int(millis)}ms"
         return f"{seconds:g}s"
     for unit in ("w", "d", "h", "m"):
         size = int(_UNIT_SECONDS[unit])

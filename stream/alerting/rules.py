@@ -1,12 +1,15 @@
 """Alert rules: the YAML file format, its validation, and the compiled :class:`Rule`.
 
 A rules file is a mapping with one key, ``rules``, holding a list of rules (the field
-reference is docs/alerts.md). Validation is strict and runs when the worker starts, so
-a typo stops the worker with a message naming the file, the rule and the field instead
-of silently never alerting. The shipped default file (``stream/defaults/alert_rules.yml``)
-is the one exception: a default rule whose windows are not configured in
-``CXSTREAM_WINDOWS`` is skipped with a warning, so changing the windows never needs a
-rules file just to start.
+reference is docs/alerts.md). Validation is strict and runs when the worker starts, so a
+typo stops the worker with a message naming the file, the rule and the field instead of
+silently never alerting. Two steps: :class:`RuleFields` (pydantic, strict) checks what a
+rule says on its own -- types, enums, names, durations -- and its first error is put in
+the file's words; compiling checks what needs the worker's configuration (the windows, the
+label names, each metric's range) and yields a :class:`Rule`. The shipped default file
+(``stream/defaults/alert_rules.yml``) is the one exception: a default rule whose windows
+are not configured in ``CXSTREAM_WINDOWS`` is skipped with a warning, so changing the
+windows never needs a rules file just to start.
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, ValidationError
+from pydantic_core import PydanticCustomError
 
 from stream import stats
 from stream.metrics_catalog import RATIO_METRICS
@@ -41,29 +46,6 @@ OPERATORS: Final = (">", ">=", "<", "<=")
 USES: Final = ("point", "interval")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SEVERITY = re.compile(r"^[a-z][a-z0-9_-]*$")
-_FIELDS: Final = frozenset(
-    {
-        "name",
-        "description",
-        "enabled",
-        "metric",
-        "window",
-        "group_by",
-        "op",
-        "threshold",
-        "spike",
-        "min_samples",
-        "use",
-        "confidence",
-        "for",
-        "keep_firing_for",
-        "hysteresis",
-        "cooldown",
-        "severity",
-        "summary",
-    }
-)
-_SPIKE_FIELDS: Final = frozenset({"baseline", "factor", "delta", "min_baseline_samples"})
 DEFAULT_SUMMARY: Final = (
     "{rule} {labels}: {metric} over {window} is {value:.4g} ({op} {threshold:.4g}, n={samples})"
 )
@@ -212,7 +194,7 @@ def parse_rules(
     return rules
 
 
-# -- internals ------------------------------------------------------------------------------
+# -- the file's fields, typed (pydantic) ---------------------------------------------------------
 class _FieldError(ValueError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"field {field!r}: {message}")
@@ -222,29 +204,156 @@ class _SkipRule(ValueError):
     """A window the settings do not provide: an error in a user file, a skip in the defaults."""
 
 
+def _refuse(message: str) -> PydanticCustomError:
+    return PydanticCustomError("cx_rule", message)
+
+
+def _duration_text(value: Any) -> str | int | float:
+    """A duration as written (``15m``, ``900s``, ``900``): checked for type here, parsed later."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise _refuse(f"expected a duration like 15m, got {value!r}")
+    return value
+
+
+def _seconds(value: Any) -> float:
+    try:
+        return parse_duration(_duration_text(value))
+    except ValueError as exc:
+        raise _refuse(str(exc)) from None
+
+
+def _name(value: str) -> str:
+    if not _NAME.match(value):
+        raise _refuse(f"{value!r} must be letters, digits and underscores")
+    return value
+
+
+def _severity(value: str) -> str:
+    if not _SEVERITY.match(value):
+        raise _refuse(f"{value!r} must be a lower-case word, e.g. page, warning, info")
+    return value
+
+
+def _metric(value: str) -> str:
+    if value not in METRICS:
+        raise _refuse(f"unknown metric {value!r} (valid: {', '.join(sorted(METRICS))})")
+    return value
+
+
+#: Window as written; resolved against CXSTREAM_WINDOWS when the rule is compiled.
+WindowText = Annotated[str | int | float, PlainValidator(_duration_text)]
+Seconds = Annotated[float, PlainValidator(_seconds)]
+Whole = Annotated[int, Field(strict=True)]
+
+
+class SpikeFields(BaseModel):
+    """``spike:`` of a rule, as written."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
+
+    baseline: WindowText | None = None
+    factor: float | None = None
+    delta: float | None = None
+    min_baseline_samples: Whole | None = None
+
+
+class RuleFields(BaseModel):
+    """One rule of a rules file, as written: types, enums and patterns (docs/alerts.md).
+
+    What needs the worker's configuration (windows, labels, ranges per metric) is
+    checked when the rule is compiled (:func:`_compile`).
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
+
+    name: Annotated[str, AfterValidator(_name)]
+    description: str = ""
+    enabled: bool = True
+    metric: Annotated[str, AfterValidator(_metric)]
+    window: WindowText
+    group_by: list[str] = []
+    op: Literal[">", ">=", "<", "<="]
+    threshold: float
+    spike: SpikeFields | None = None
+    min_samples: Whole | None = None
+    use: Literal["point", "interval"] = "point"
+    confidence: float = 0.95
+    for_s: Seconds = Field(0.0, alias="for")
+    keep_firing_for_s: Seconds = Field(0.0, alias="keep_firing_for")
+    hysteresis: float = 0.0
+    cooldown_s: Seconds = Field(0.0, alias="cooldown")
+    severity: Annotated[str, AfterValidator(_severity)] = "warning"
+    summary: str = DEFAULT_SUMMARY
+
+
+_FIELDS: Final = tuple(sorted(f.alias or n for n, f in RuleFields.model_fields.items()))
+_SPIKE_FIELDS: Final = tuple(sorted(SpikeFields.model_fields))
+#: pydantic's error type -> what the value should have been, in the file's words.
+_KINDS: Final = {
+    "float_type": "a number",
+    "int_type": "a whole number",
+    "string_type": "text",
+    "bool_type": "true or false",
+    "list_type": "a list",
+}
+_HINTS: Final = {
+    "spike.baseline": " (a window longer than the rule's window)",
+}
+
+
+def _without_nulls(item: Mapping[str, Any]) -> dict[str, Any]:
+    """``field: null`` means the field is absent (YAML writes an empty value as null)."""
+    out = {str(k): v for k, v in item.items() if v is not None}
+    if isinstance(out.get("spike"), Mapping):
+        out["spike"] = {str(k): v for k, v in out["spike"].items() if v is not None}
+    return out
+
+
+def _first_problem(exc: ValidationError) -> _FieldError:
+    """The error to report, in the file's words: unknown fields first, then in field order."""
+    errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+    error = errors[0]
+    field = ".".join(str(part) for part in error["loc"] if isinstance(part, str)) or "rule"
+    kind, value = error["type"], error.get("input")
+    if kind == "extra_forbidden":
+        valid = _SPIKE_FIELDS if field.startswith("spike.") else _FIELDS
+        return _FieldError(field, f"unknown field (valid: {', '.join(valid)})")
+    if kind == "missing":
+        return _FieldError(field, "is required" + _HINTS.get(field, ""))
+    if kind == "literal_error":
+        choices = ", ".join(str(c) for c in (OPERATORS if field == "op" else USES))
+        return _FieldError(field, f"{value!r} is not one of {choices}")
+    if kind == "finite_number":
+        return _FieldError(field, "must be a finite number")
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return _FieldError(field, "expected a mapping with baseline and factor (or delta)")
+    if kind in _KINDS:
+        return _FieldError(field, f"expected {_KINDS[kind]}, got {value!r}")
+    return _FieldError(field, str(error["msg"]))
+
+
+def _fields(item: Any) -> RuleFields:
+    if not isinstance(item, dict):
+        raise _FieldError("rule", f"expected a mapping of fields, got {type(item).__name__}")
+    try:
+        return RuleFields.model_validate(_without_nulls(item))
+    except ValidationError as exc:
+        raise _first_problem(exc) from None
+
+
+# -- compiling: what needs the worker's configuration ------------------------------------------
 def _compile(
     item: Any, windows: Sequence[tuple[str, int]], default_min_samples: int, label_names: tuple[str, ...]
 ) -> Rule | None:
-    if not isinstance(item, dict):
-        raise _FieldError("rule", f"expected a mapping of fields, got {type(item).__name__}")
-    unknown = sorted(set(map(str, item)) - _FIELDS)
-    if unknown:
-        raise _FieldError(unknown[0], f"unknown field (valid: {', '.join(sorted(_FIELDS))})")
-
-    name = _required(item, "name", str)
-    if not _NAME.match(name):
-        raise _FieldError("name", f"{name!r} must be letters, digits and underscores")
-    if not _optional(item, "enabled", bool, True):
+    fields = _fields(item)
+    if not fields.enabled:
         return None
-    metric = _required(item, "metric", str)
-    if metric not in METRICS:
-        raise _FieldError("metric", f"unknown metric {metric!r} (valid: {', '.join(sorted(METRICS))})")
+    metric = fields.metric
     kpi_key = METRICS[metric]
-    window, window_s = _window(item, "window", _required(item, "window", (str, int)), windows)
+    window, window_s = _window("window", fields.window, windows)
 
-    group_by_raw = _optional(item, "group_by", list, [])
     group_by: list[str] = []
-    for label in group_by_raw:
+    for label in fields.group_by:
         if label not in label_names:
             raise _FieldError("group_by", f"unknown label {label!r} (valid here: {', '.join(label_names)})")
         if label in group_by:
@@ -253,121 +362,52 @@ def _compile(
     # Canonical order, so the alert id never depends on how the file lists them.
     group = tuple(label for label in label_names if label in group_by)
 
-    op = _required(item, "op", str)
-    if op not in OPERATORS:
-        raise _FieldError("op", f"{op!r} is not one of {', '.join(OPERATORS)}")
-    threshold = _number(item, "threshold", required=True)
+    threshold = fields.threshold
     low, high = _RANGES.get(kpi_key, (0.0, 1.0))
     if not low <= threshold <= high:
         hint = " (ratios are 0..1, not percent)" if high == 1.0 else ""
         raise _FieldError("threshold", f"{threshold:g} is outside {low:g}..{high:g} for {metric}{hint}")
 
-    spike = _spike(item.get("spike"), kpi_key, window_s, windows, default_min_samples, item)
-    min_samples = _optional(item, "min_samples", int, default_min_samples)
-    if isinstance(min_samples, bool) or min_samples < 1:
+    min_samples = default_min_samples if fields.min_samples is None else fields.min_samples
+    if min_samples < 1:
         raise _FieldError("min_samples", "must be a whole number >= 1")
-    if spike and "min_baseline_samples" not in (item.get("spike") or {}):
-        spike = Spike(spike.baseline, spike.baseline_seconds, spike.factor, spike.delta, min_samples)
+    spike = _spike(fields.spike, kpi_key, window_s, windows, min_samples)
 
-    use = _optional(item, "use", str, "point")
-    if use not in USES:
-        raise _FieldError("use", f"{use!r} is not one of {', '.join(USES)}")
-    if use == "interval" and stats.KPI_SAMPLES[kpi_key].method == "none":
+    if fields.use == "interval" and stats.KPI_SAMPLES[kpi_key].method == "none":
         raise _FieldError("use", f"{metric} is an average: it has no interval, use 'point'")
-    confidence = _number(item, "confidence", default=0.95)
     try:
-        z = stats.z_for(confidence)
+        z = stats.z_for(fields.confidence)
     except ValueError as exc:
         raise _FieldError("confidence", str(exc)) from None
-
-    hysteresis = _number(item, "hysteresis", default=0.0)
-    if hysteresis < 0:
+    if fields.hysteresis < 0:
         raise _FieldError("hysteresis", "must not be negative")
-    severity = _optional(item, "severity", str, "warning")
-    if not _SEVERITY.match(severity):
-        raise _FieldError("severity", f"{severity!r} must be a lower-case word, e.g. page, warning, info")
-    summary = _optional(item, "summary", str, DEFAULT_SUMMARY)
     rule = Rule(
-        name=name,
+        name=fields.name,
         metric=metric,
         kpi=kpi_key,
         window=window,
         window_seconds=window_s,
         group_by=group,
-        op=op,
+        op=fields.op,
         threshold=float(threshold),
         spike=spike,
         min_samples=min_samples,
-        use=use,  # type: ignore[arg-type]
-        confidence=confidence,
+        use=fields.use,
+        confidence=fields.confidence,
         z=z,
-        for_s=_duration(item, "for"),
-        keep_firing_for_s=_duration(item, "keep_firing_for"),
-        hysteresis=float(hysteresis),
-        cooldown_s=_duration(item, "cooldown"),
-        severity=severity,
-        summary=summary,
-        description=_optional(item, "description", str, ""),
+        for_s=fields.for_s,
+        keep_firing_for_s=fields.keep_firing_for_s,
+        hysteresis=float(fields.hysteresis),
+        cooldown_s=fields.cooldown_s,
+        severity=fields.severity,
+        summary=fields.summary,
+        description=fields.description,
     )
     _check_summary(rule)
     return rule
 
 
-def _required(item: Mapping[str, Any], field: str, kind: type | tuple[type, ...]) -> Any:
-    if field not in item or item[field] is None:
-        raise _FieldError(field, "is required")
-    return _typed(item[field], field, kind)
-
-
-def _optional(item: Mapping[str, Any], field: str, kind: type | tuple[type, ...], default: Any) -> Any:
-    if item.get(field) is None:
-        return default
-    return _typed(item[field], field, kind)
-
-
-def _typed(value: Any, field: str, kind: type | tuple[type, ...]) -> Any:
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    if isinstance(value, bool) and bool not in kinds:
-        raise _FieldError(field, f"expected {_kind_name(kinds)}, got {value!r}")
-    if not isinstance(value, kinds):
-        raise _FieldError(field, f"expected {_kind_name(kinds)}, got {value!r}")
-    return value
-
-
-def _kind_name(kinds: tuple[type, ...]) -> str:
-    if set(kinds) == {int, float}:
-        return "a number"
-    if set(kinds) == {str, int}:
-        return "a duration like 15m"
-    names = {str: "text", int: "a whole number", float: "a number", bool: "true or false", list: "a list"}
-    return " or ".join(names.get(k, k.__name__) for k in kinds)
-
-
-def _number(item: Mapping[str, Any], field: str, *, required: bool = False, default: float = 0.0) -> float:
-    if required:
-        value = _required(item, field, (int, float))
-    else:
-        value = _optional(item, field, (int, float), default)
-    if value != value or value in (float("inf"), float("-inf")):
-        raise _FieldError(field, "must be a finite number")
-    return float(value)
-
-
-def _duration(item: Mapping[str, Any], field: str) -> float:
-    value = item.get(field)
-    if value is None:
-        return 0.0
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise _FieldError(field, f"expected a duration like 30s, 2m, 1h, got {value!r}")
-    try:
-        return parse_duration(value)
-    except ValueError as exc:
-        raise _FieldError(field, str(exc)) from None
-
-
-def _window(
-    item: Mapping[str, Any], field: str, value: str | int, windows: Sequence[tuple[str, int]]
-) -> tuple[str, int]:
+def _window(field: str, value: str | int | float, windows: Sequence[tuple[str, int]]) -> tuple[str, int]:
     try:
         seconds = parse_duration(value)
     except ValueError as exc:
@@ -380,45 +420,31 @@ def _window(
 
 
 def _spike(
-    raw: Any,
+    fields: SpikeFields | None,
     kpi_key: str,
     window_s: int,
     windows: Sequence[tuple[str, int]],
     min_samples: int,
-    item: Mapping[str, Any],
 ) -> Spike | None:
-    if raw is None:
+    if fields is None:
         return None
-    if not isinstance(raw, dict):
-        raise _FieldError("spike", "expected a mapping with baseline and factor (or delta)")
-    unknown = sorted(set(map(str, raw)) - _SPIKE_FIELDS)
-    if unknown:
-        raise _FieldError(f"spike.{unknown[0]}", f"unknown field (valid: {', '.join(sorted(_SPIKE_FIELDS))})")
-    if raw.get("baseline") is None:
-        raise _FieldError("spike.baseline", "is required (a window longer than the rule's window)")
-    baseline, baseline_s = _window(
-        raw, "spike.baseline", _typed(raw["baseline"], "spike.baseline", (str, int)), windows
-    )
+    if fields.baseline is None:
+        raise _FieldError("spike.baseline", "is required" + _HINTS["spike.baseline"])
+    baseline, baseline_s = _window("spike.baseline", fields.baseline, windows)
     if baseline_s <= window_s:
         raise _FieldError("spike.baseline", f"{baseline} must be longer than the rule's window")
-    factor = raw.get("factor")
-    delta = raw.get("delta")
+    factor, delta = fields.factor, fields.delta
     if (factor is None) == (delta is None):
         raise _FieldError(
             "spike", "give exactly one of factor (baseline x factor) or delta (baseline + delta)"
         )
     if factor is not None:
-        factor = float(_typed(factor, "spike.factor", (int, float)))
-        if not 0 < factor < float("inf"):
+        if not factor > 0:
             raise _FieldError("spike.factor", "must be a positive number")
         if kpi_key == "nps_score":
             raise _FieldError("spike.factor", "NPS can be negative, so a factor is ambiguous: use delta")
-    if delta is not None:
-        delta = float(_typed(delta, "spike.delta", (int, float)))
-        if delta != delta or delta in (float("inf"), float("-inf")):
-            raise _FieldError("spike.delta", "must be a finite number")
-    min_baseline = raw.get("min_baseline_samples", min_samples)
-    if isinstance(min_baseline, bool) or not isinstance(min_baseline, int) or min_baseline < 1:
+    min_baseline = min_samples if fields.min_baseline_samples is None else fields.min_baseline_samples
+    if min_baseline < 1:
         raise _FieldError("spike.min_baseline_samples", "must be a whole number >= 1")
     return Spike(baseline, baseline_s, factor, delta, min_baseline)
 

@@ -497,7 +497,7 @@ def build_service(
         windows=[label for label, _ in settings.window_list],
         partitions=settings.partitions,
         label_names=settings.label_names,
-        control_interval_s=settings.seconds("alert_interval"),
+        control_interval_s=settings.alert_interval,
     )
 
 

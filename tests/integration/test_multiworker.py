@@ -306,8 +306,7 @@ def test_three_workers_one_episode_fire_rebalance_handover_resolve(
         # then check there was exactly one.
         send(broker, [ces(topics, k, 7) for k in spread_keys("easy", 60)])
         wait_until(
-            lambda: not active(r, prefix)
-            and global_count(r, prefix, "ces_responses") == (105, PARTITIONS),
+            lambda: not active(r, prefix) and global_count(r, prefix, "ces_responses") == (105, PARTITIONS),
             timeout=120,
             interval=0.2,
         )

@@ -152,6 +152,10 @@ def test_disabled_rule_is_skipped() -> None:
     assert parse(rule_with(enabled=False)) == []
 
 
+def test_disabled_rule_is_still_validated() -> None:
+    assert "field 'op': '=>' is not one of" in error_of(rule_with(enabled=False, op="=>"))
+
+
 def test_empty_file_means_no_rules() -> None:
     assert parse("") == []
     assert parse("rules: []") == []

@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 
 from stream.events import (
     MAX_MESSAGE_BYTES,
+    ContactEnded,
+    ContactStarted,
     EventValidator,
     Interaction,
     Rejection,
@@ -152,9 +154,12 @@ def test_unknown_extra_fields_are_ignored() -> None:
 
 
 def test_transfer_fields_ignored_on_other_types() -> None:
-    event = interaction(started(to_queue="elsewhere"))
-    assert isinstance(event, Interaction)
-    assert event.to_queue is None
+    # Only a contact_transferred has a to_queue; elsewhere it is an unknown field, any type.
+    event = interaction(started(to_queue="elsewhere", resolved="maybe"))
+    assert isinstance(event, ContactStarted)
+    assert not hasattr(event, "to_queue") and not hasattr(event, "resolved")
+    event = interaction(ended(to_queue=5))
+    assert isinstance(event, ContactEnded) and not hasattr(event, "to_queue")
 
 
 # -- interactions: required fields ----------------------------------------------------------

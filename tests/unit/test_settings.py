@@ -38,11 +38,11 @@ def test_defaults() -> None:
     assert s.window_list == [("15m", 900), ("1h", 3600), ("24h", 86_400)]
     assert s.bucket_seconds == 60
     assert s.clock == "wall"
-    assert s.seconds("max_future_skew") == 300
-    assert s.seconds("join_grace") == 120
-    assert s.seconds("dedup_horizon") == 3600
-    assert s.seconds("contact_ttl") == 2 * 86_400
-    assert s.seconds("batch_within") == pytest.approx(0.1)
+    assert s.max_future_skew == 300
+    assert s.join_grace == 120
+    assert s.dedup_horizon == 3600
+    assert s.contact_ttl == 2 * 86_400
+    assert s.batch_within == pytest.approx(0.1)
     assert s.dedup_max_ids == 500_000
 
 
@@ -175,9 +175,23 @@ def test_model_level_error_does_not_echo_other_secrets(monkeypatch: pytest.Monke
 
 
 def test_zero_skew_is_allowed() -> None:
-    assert load_settings(max_future_skew="0").seconds("max_future_skew") == 0
+    assert load_settings(max_future_skew="0").max_future_skew == 0
 
 
 def test_settings_class_reads_env_directly(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CXSTREAM_APP_ID", "cx-test")
     assert Settings().app_id == "cx-test"
+
+
+def test_durations_are_seconds_in_code_and_text_when_printed() -> None:
+    s = load_settings(join_grace="90s", batch_within="250ms", contact_ttl="2d")
+    assert (s.join_grace, s.batch_within, s.contact_ttl) == (90.0, 0.25, 172_800.0)
+    dumped = s.model_dump()  # what `cxstream config` prints
+    assert (dumped["join_grace"], dumped["batch_within"], dumped["contact_ttl"]) == ("90s", "250ms", "2d")
+    assert load_settings(**{k: dumped[k] for k in ("join_grace", "batch_within")}).join_grace == 90.0
+
+
+@pytest.mark.parametrize("value", ["soon", "-5s", "0m", "nan"])
+def test_bad_duration_names_the_variable(value: str) -> None:
+    with pytest.raises(SettingsError, match="CXSTREAM_JOIN_GRACE"):
+        load_settings(join_grace=value)
