@@ -30,6 +30,8 @@ import orjson
 from faust.types import TP, EventT
 
 from stream.kpi import upgrade_counts
+from stream.records import contact_from_changelog, history_from_changelog
+from stream.records import encoder as records_encoder
 from stream.state import (
     BUCKET_PREFIX,
     CONTACT_PREFIX,
@@ -53,7 +55,7 @@ def changelog_records(state: PartitionState) -> list[tuple[bytes, bytes]]:
     """
     changes = state.take_changes()
     generation, sequence = changes.generation, changes.sequence
-    dumps = orjson.dumps
+    dumps = records_encoder.encode
     records: list[tuple[bytes, bytes]] = []
 
     def put(key: str, payload: Any) -> None:
@@ -192,13 +194,13 @@ class StateLogTable(faust.Table):
             if payload is None:
                 state.contacts.pop(contact_id, None)
             else:
-                state.contacts[contact_id] = payload
+                state.contacts[contact_id] = contact_from_changelog(payload)
         elif key.startswith(CUSTOMER_PREFIX):
             customer_id = key[len(CUSTOMER_PREFIX) :]
             if payload is None:
                 state.customers.pop(customer_id, None)
             else:
-                state.customers[customer_id] = payload
+                state.customers[customer_id] = history_from_changelog(payload)
         elif key.startswith(LABELS_PREFIX):
             if isinstance(payload, list):
                 state.restore_label_values(key[len(LABELS_PREFIX) :], [str(v) for v in payload])

@@ -20,9 +20,12 @@ from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
-import orjson
+import msgspec
 
-History = list[list[Any]]
+from stream.records import History, encoder
+
+#: RocksDB values are the changelog's encoding of a history (stream.records).
+_decode_history = msgspec.json.Decoder(History).decode
 
 #: RocksDB memory budget per partition: 8 MB memtables x 2 + 32 MB block cache.
 ROCKS_WRITE_BUFFER = 8 * 1024 * 1024
@@ -55,15 +58,15 @@ class DictCustomerStore(dict[str, History]):
             history = self.get(customer_id)
             if not history:
                 continue
-            if history[-1][0] >= cutoff_ms:
-                heapq.heappush(heap, (history[-1][0], customer_id))  # had newer contacts since
+            if history[-1].ts_ms >= cutoff_ms:
+                heapq.heappush(heap, (history[-1].ts_ms, customer_id))  # had newer contacts since
             else:
                 out.append(customer_id)
         return out
 
     def rebuild_index(self) -> None:
         """After recovery: order every customer by newest contact."""
-        self._expiry = sorted((h[-1][0], c) for c, h in self.items() if h)  # a sorted list is a heap
+        self._expiry = sorted((h[-1].ts_ms, c) for c, h in self.items() if h)  # a sorted list is a heap
 
 
 class RocksCustomerStore(MutableMapping[str, History]):
@@ -90,17 +93,17 @@ class RocksCustomerStore(MutableMapping[str, History]):
         raw = self._db.get(key.encode())
         if raw is None:
             raise KeyError(key)
-        return orjson.loads(raw)  # type: ignore[no-any-return]
+        return _decode_history(raw)
 
     def get(self, key: str, default: Any = None) -> Any:
         raw = self._db.get(key.encode())
-        return default if raw is None else orjson.loads(raw)
+        return default if raw is None else _decode_history(raw)
 
     def __setitem__(self, key: str, value: History) -> None:
         encoded = key.encode()
         if not self._db.key_may_exist(encoded) or self._db.get(encoded) is None:
             self._count += 1
-        self._db.put(encoded, orjson.dumps(value))
+        self._db.put(encoded, encoder.encode(value))
 
     def __delitem__(self, key: str) -> None:
         encoded = key.encode()
@@ -129,8 +132,8 @@ class RocksCustomerStore(MutableMapping[str, History]):
             it.seek(self._cursor)
         seen = 0
         while it.valid() and seen < limit:
-            history = orjson.loads(it.value())
-            if not history or history[-1][0] < cutoff_ms:
+            history = _decode_history(it.value())
+            if not history or history[-1].ts_ms < cutoff_ms:
                 out.append(bytes(it.key()).decode())
             seen += 1
             it.next()

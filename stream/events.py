@@ -60,9 +60,13 @@ HandleSeconds = Annotated[float, msgspec.Meta(ge=0, lt=1e7)]
 if TYPE_CHECKING:
     #: Epoch milliseconds once validated (what the pipeline reads).
     WireTime = int
+    #: A CES scale once validated; None on CSAT and NPS.
+    ScaleAsSent = str | None
 else:
     #: As sent: epoch milliseconds or ISO-8601 text; normalised to int before anyone reads it.
     WireTime = int | str
+    #: As sent: anything on CSAT and NPS (ignored, set to None), a CesScale on CES.
+    ScaleAsSent = object
 
 
 # -- interactions (tagged union on ``type``) ----------------------------------------------------
@@ -122,7 +126,7 @@ class Survey(msgspec.Struct, kw_only=True, tag_field="metric"):
     ts_ms: WireTime = msgspec.field(name="timestamp")
     score: int
     #: CES only (its scale, defaulted to ``agree_1_7``); ignored as sent on CSAT and NPS.
-    scale: object = None
+    scale: ScaleAsSent = None
     survey_id: Id | None = None
     customer_id: Id | None = None
     channel: Channel | None = None

@@ -5,21 +5,7 @@ so the whole path from raw bytes to counts is unit-testable and benchmarkable on
 its own. The Faust agent (:mod:`stream.app`) feeds it batches and persists what
 it changed.
 
-Contact records (one per ``contact_id``, compact keys because they are written
-to the changelog):
-
-====  =====================================================================
-key   meaning
-====  =====================================================================
-q,ch  queue and channel from ``contact_started`` (absent until it arrives)
-cu    customer_id;  ag/tm/rs: agent, team, reason
-st    start event time (ms), absent until ``contact_started``
-t     newest event time seen for the contact (ms), for expiry
-tr    number of transfers;  tq: queue of the last transfer
-en    1 once ``contact_ended`` was counted
-sv    ``survey_id:metric`` pairs already counted (one response each)
-pd    events waiting for ``contact_started``: surveys and the end
-====  =====================================================================
+Contact records and customer histories are the typed records of :mod:`stream.records`.
 """
 
 from __future__ import annotations
@@ -29,11 +15,11 @@ import zlib
 from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
-import orjson
+import msgspec
 
-from stream import kpi
+from stream import kpi, records
 from stream.events import (
     ContactEnded,
     ContactStarted,
@@ -42,6 +28,15 @@ from stream.events import (
     Interaction,
     Rejection,
     Survey,
+)
+from stream.records import (
+    Contact,
+    ContactStart,
+    CustomerContact,
+    History,
+    Pending,
+    PendingEnd,
+    PendingSurvey,
 )
 from stream.settings import Settings
 from stream.state import DIM_SEPARATOR, TRANSITION_MARK, UNKNOWN, PartitionState, dim_key
@@ -232,13 +227,13 @@ class Processor:
         return dead
 
     # -- interactions ------------------------------------------------------------
-    def _contact(self, state: PartitionState, contact_id: str, ts: int) -> dict[str, Any]:
+    def _contact(self, state: PartitionState, contact_id: str, ts: int) -> Contact:
         record = state.contacts.get(contact_id)
         if record is None:
-            record = state.contacts[contact_id] = {"t": ts, "tr": 0}
+            record = state.contacts[contact_id] = Contact(newest_ms=ts)
             state.contact_expiry.append((ts, contact_id))
-        elif ts > record["t"]:
-            record["t"] = ts
+        elif ts > record.newest_ms:
+            record.newest_ms = ts
         state.touch_contact(contact_id)
         return record
 
@@ -274,66 +269,68 @@ class Processor:
     def _bucket(self, state: PartitionState, ts: int, dim: str) -> kpi.Counts:
         return state.bucket_counts(ts // self.bucket_ms * self.bucket_s, dim)
 
-    def _contact_dim(self, state: PartitionState, record: dict[str, Any]) -> str:
-        return self.dim(
-            state, record.get("q") or UNKNOWN, record.get("ch") or UNKNOWN, record.get("tm"), record.get("ag")
-        )
+    def _contact_dim(self, state: PartitionState, record: Contact) -> str:
+        return self.dim(state, record.queue or UNKNOWN, record.channel or UNKNOWN, record.team, record.agent)
 
     def _apply_interaction(self, state: PartitionState, event: Interaction, wall_ms: int) -> None:
         record = self._contact(state, event.contact_id, event.ts_ms)
         if isinstance(event, ContactStarted):
-            if "st" in record:
+            if record.started_ms is not None:
                 return  # a contact is counted once, whatever its number of start events
-            record["st"] = event.ts_ms
-            record["q"] = event.queue
-            record["ch"] = event.channel
-            record["cu"] = event.customer_id
-            for name, value in (("ag", event.agent_id), ("tm", event.team), ("rs", event.reason)):
-                if value is not None:
-                    record[name] = value
+            record.started_ms = event.ts_ms
+            record.queue = event.queue
+            record.channel = event.channel
+            record.customer = event.customer_id
+            if event.agent_id is not None:
+                record.agent = event.agent_id
+            if event.team is not None:
+                record.team = event.team
+            if event.reason is not None:
+                record.reason = event.reason
             self._bucket(state, event.ts_ms, self._contact_dim(state, record))[kpi.CONTACTS] += 1
             self._forward_start(state, event)
-            pending = record.pop("pd", None)
+            pending = record.pending
             if pending:
+                record.pending = None
                 for item in pending:
                     self._apply_pending(state, record, item)
         elif isinstance(event, ContactTransferred):
-            record["tr"] += 1
+            record.transfers += 1
             if event.to_queue is not None:
-                record["tq"] = event.to_queue
+                record.to_queue = event.to_queue
         elif isinstance(event, ContactEnded):
-            if record.get("en"):
+            if record.ended:
                 return
-            record["en"] = 1
-            item = ["e", event.ts_ms, event.resolved, event.handle_seconds, wall_ms]
-            if "st" in record:
-                self._apply_pending(state, record, item)
+            record.ended = True
+            end = PendingEnd(event.ts_ms, event.resolved, event.handle_seconds, wall_ms)
+            if record.started_ms is not None:
+                self._apply_pending(state, record, end)
             else:
-                self._defer(state, event.contact_id, record, item, wall_ms)
+                self._defer(state, event.contact_id, record, end, wall_ms)
 
     @staticmethod
     def _forward_start(state: PartitionState, event: ContactStarted) -> None:
         """Queue the start for the repartition topic keyed by customer_id."""
         if event.customer_id is None:
             return
-        record = {
-            "e": event.event_id,
-            "cu": event.customer_id,
-            "c": event.contact_id,
-            "t": event.ts_ms,
-            "q": event.queue,
-            "ch": event.channel,
-            "r": event.reason,
-            "tm": event.team,
-            "ag": event.agent_id,
-        }
-        state.customer_forwards.append((event.customer_id, orjson.dumps(record)))
+        start = ContactStart(
+            event_id=event.event_id,
+            customer=event.customer_id,
+            contact_id=event.contact_id,
+            ts_ms=event.ts_ms,
+            queue=event.queue,
+            channel=event.channel,
+            reason=event.reason,
+            team=event.team,
+            agent=event.agent_id,
+        )
+        state.customer_forwards.append((event.customer_id, records.encoder.encode(start)))
 
-    def _count_end(self, counts: kpi.Counts, transfers: int, item: list[Any]) -> None:
+    def _count_end(self, counts: kpi.Counts, transfers: int, end: PendingEnd) -> None:
         counts[kpi.CONTACTS_ENDED] += 1
         if transfers:
             counts[kpi.TRANSFERRED_CONTACTS] += 1
-        resolved, handle = item[2], item[3]
+        resolved, handle = end.resolved, end.handle_seconds
         if resolved is not None:
             counts[kpi.RESOLUTION_REPORTED] += 1
             if resolved:
@@ -347,12 +344,13 @@ class Processor:
         record = self._contact(state, event.contact_id, event.ts_ms)
         if event.survey_id is not None:
             answered = f"{event.survey_id}:{event.metric}"
-            seen = record.setdefault("sv", [])
-            if answered in seen:
+            seen = record.surveys
+            if seen is None:
+                seen = record.surveys = []
+            elif answered in seen:
                 return  # one response per (survey_id, metric) counts
             seen.append(answered)
-        item = [
-            "s",
+        item = PendingSurvey(
             event.ts_ms,
             event.metric,
             event.score,
@@ -362,8 +360,8 @@ class Processor:
             event.channel,
             event.team,
             event.agent_id,
-        ]
-        if "st" in record or (event.queue is not None and event.channel is not None):
+        )
+        if record.started_ms is not None or (event.queue is not None and event.channel is not None):
             self._apply_pending(state, record, item)
         else:
             self._defer(state, event.contact_id, record, item, wall_ms)
@@ -373,53 +371,57 @@ class Processor:
         self,
         state: PartitionState,
         contact_id: str,
-        record: dict[str, Any],
-        item: list[Any],
+        record: Contact,
+        item: Pending,
         wall_ms: int,
     ) -> None:
-        record.setdefault("pd", []).append(item)
+        if record.pending is None:
+            record.pending = [item]
+        else:
+            record.pending.append(item)
         state.pending_expiry.append((wall_ms + self.grace_ms, contact_id))
 
-    def _apply_pending(self, state: PartitionState, record: dict[str, Any], item: list[Any]) -> None:
+    def _apply_pending(self, state: PartitionState, record: Contact, item: Pending) -> None:
         """Count a survey or end, attributed to the contact's queue/channel (or 'unknown')."""
-        if item[0] == "e":
+        if isinstance(item, PendingEnd):
             self._count_end(
-                self._bucket(state, item[1], self._contact_dim(state, record)), record["tr"], item
+                self._bucket(state, item.ts_ms, self._contact_dim(state, record)), record.transfers, item
             )
         else:
             dim = self.dim(
                 state,
-                item[6] or record.get("q") or UNKNOWN,
-                item[7] or record.get("ch") or UNKNOWN,
-                (item[8] if len(item) > 8 else None) or record.get("tm"),
-                (item[9] if len(item) > 9 else None) or record.get("ag"),
+                item.queue or record.queue or UNKNOWN,
+                item.channel or record.channel or UNKNOWN,
+                item.team or record.team,
+                item.agent or record.agent,
             )
-            kpi.add_survey(self._bucket(state, item[1], dim), item[2], item[3], item[4])
+            kpi.add_survey(self._bucket(state, item.ts_ms, dim), item.metric, item.score, item.scale)
 
     # -- customers: repeat contacts and channel switches --------------------------------
     def _apply_customer_message(self, state: PartitionState, message: RawMessage) -> None:
         """A contact start re-keyed by customer_id: decide repeat / channel switch."""
         topic = message.topic
         try:
-            record = orjson.loads(message.value or b"")
-            event_key = CUSTOMER_CONTACTS + record["e"]
-            customer_id, ts = record["cu"], record["t"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
+            start = records.start_decoder.decode(message.value or b"")
+        except msgspec.DecodeError:
             self.outcomes[(topic, "rejected")] += 1
             return
+        event_key = CUSTOMER_CONTACTS + start.event_id
+        customer_id, ts = start.customer, start.ts_ms
         if event_key in state.dedup:
             self.outcomes[(topic, "duplicate")] += 1  # re-forwarded after a crash
             return
         state.remember_ids([event_key], [message.offset], max(ts, self.watermark_ms))
         self.outcomes[(topic, "accepted")] += 1
-        dim = self.dim(state, record["q"], record["ch"], record.get("tm"), record.get("ag"))
-        entry = [ts, record["ch"], dim, record.get("r"), record["c"], 0, None]
-        history = state.customers.get(customer_id)
+        dim = self.dim(state, start.queue, start.channel, start.team, start.agent)
+        entry = CustomerContact(ts, start.channel, dim, start.reason, start.contact_id)
+        history: History | None = state.customers.get(customer_id)
         is_new = history is None
         if history is None:
             history = []
         position = len(history)
-        while position and (history[position - 1][0], history[position - 1][4]) > (ts, entry[4]):
+        key = (ts, start.contact_id)
+        while position and (history[position - 1].ts_ms, history[position - 1].contact_id) > key:
             position -= 1
         history.insert(position, entry)
         if ts >= self._late_before:
@@ -432,34 +434,34 @@ class Processor:
         # An entry matters while a start that is not yet late could still follow it within
         # the horizon (starts arrive out of order across partitions), so trim by that bound.
         cutoff = self._late_before - self.repeat_horizon_ms
-        while len(history) > MAX_CONTACTS_PER_CUSTOMER or (history and history[0][0] < cutoff):
+        while len(history) > MAX_CONTACTS_PER_CUSTOMER or (history and history[0].ts_ms < cutoff):
             history.pop(0)
         if not history:
             if customer_id in state.customers:
                 state.drop_customer(customer_id)
             return
         state.customers[customer_id] = history
-        state.customers.note_contact(customer_id, history[-1][0], is_new)
+        state.customers.note_contact(customer_id, history[-1].ts_ms, is_new)
         state.dirty_customers.add(customer_id)
 
-    def _classify(self, state: PartitionState, history: list[list[Any]], index: int) -> None:
+    def _classify(self, state: PartitionState, history: History, index: int) -> None:
         """(Re)decide whether history[index] is a repeat / switch; count only the difference."""
         entry = history[index]
-        ts, channel, dim, reason = entry[0], entry[1], entry[2], entry[3]
+        ts, channel, dim, reason = entry.ts_ms, entry.channel, entry.dim, entry.reason
         flags, previous_channel = 0, None
         if index > 0:
             previous = history[index - 1]
-            if ts - previous[0] <= self.repeat_horizon_ms:
+            if ts - previous.ts_ms <= self.repeat_horizon_ms:
                 flags = REPEAT
-                previous_channel = previous[1]
+                previous_channel = previous.channel
                 if previous_channel != channel:
                     flags |= SWITCH
-                if reason is not None and reason == previous[3]:
+                if reason is not None and reason == previous.reason:
                     flags |= SAME_REASON
-        old_flags, old_previous = entry[5], entry[6]
+        old_flags, old_previous = entry.flags, entry.previous_channel
         if flags == old_flags and previous_channel == old_previous:
             return
-        entry[5], entry[6] = flags, previous_channel
+        entry.flags, entry.previous_channel = flags, previous_channel
         if ts < self._late_before:
             return  # outside every window: history only, nothing to count
         counts = self._bucket(state, ts, dim)
@@ -482,20 +484,15 @@ class Processor:
         while pending and pending[0][0] <= wall_ms:
             _, contact_id = pending.popleft()
             record = state.contacts.get(contact_id)
-            if record is None or "pd" not in record or "st" in record:
+            if record is None or not record.pending or record.started_ms is not None:
                 continue
-            waiting = record["pd"]
-            still: list[Any] = []
-            for item in waiting:
-                received = item[4] if item[0] == "e" else item[5]
-                if received + self.grace_ms <= wall_ms:
+            still: list[Pending] = []
+            for item in record.pending:
+                if item.received_ms + self.grace_ms <= wall_ms:
                     self._apply_pending(state, record, item)
                 else:
                     still.append(item)
-            if still:
-                record["pd"] = still
-            else:
-                del record["pd"]
+            record.pending = still or None
             state.touch_contact(contact_id)
 
         oldest_bucket = (now - self.retention_ms) // 1000
@@ -509,8 +506,8 @@ class Processor:
             record = state.contacts.get(contact_id)
             if record is None:
                 continue
-            if record["t"] >= cutoff or "pd" in record:
-                expiry.append((max(record["t"], cutoff + 1), contact_id))
+            if record.newest_ms >= cutoff or record.pending:
+                expiry.append((max(record.newest_ms, cutoff + 1), contact_id))
                 continue
             state.drop_contact(contact_id)
 
@@ -544,9 +541,9 @@ def transition_key(from_channel: str, to_channel: str) -> str:
 def rebuild_expiry_queues(state: PartitionState, wall_ms: int, grace_ms: int) -> None:
     """After recovery, rebuild the in-memory expiry queues from contact and customer records."""
     state.customers.rebuild_index()
-    contacts = sorted(state.contacts.items(), key=lambda item: item[1]["t"])
-    state.contact_expiry = deque((record["t"], cid) for cid, record in contacts)
-    state.pending_expiry = deque((wall_ms + grace_ms, cid) for cid, record in contacts if "pd" in record)
+    contacts = sorted(state.contacts.items(), key=lambda item: item[1].newest_ms)
+    state.contact_expiry = deque((record.newest_ms, cid) for cid, record in contacts)
+    state.pending_expiry = deque((wall_ms + grace_ms, cid) for cid, record in contacts if record.pending)
 
 
 __all__ = [

@@ -21,6 +21,7 @@ from typing import Any
 
 from stream.customer_store import DictCustomerStore
 from stream.kpi import N_COUNTERS, Counts, upgrade_counts
+from stream.records import Contact
 
 DIM_SEPARATOR = "\x1f"
 UNKNOWN = "unknown"
@@ -84,8 +85,8 @@ class PartitionState:
     offsets: dict[str, int] = field(default_factory=dict)
     #: bucket start (epoch s) -> dimension key -> counter vector.
     buckets: dict[int, dict[str, Counts]] = field(default_factory=dict)
-    #: contact_id -> compact contact record (see stream.processor).
-    contacts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: contact_id -> its record (stream.records.Contact).
+    contacts: dict[str, Contact] = field(default_factory=dict)
     #: customer_id -> recent contacts, oldest first (see stream.processor).
     #: A DictCustomerStore or RocksCustomerStore (stream.customer_store).
     customers: Any = field(default_factory=DictCustomerStore)

@@ -13,13 +13,14 @@ from typing import Any
 import pytest
 
 from stream.customer_store import DictCustomerStore, RocksCustomerStore
+from stream.records import CustomerContact
 
 MIN = 60_000
 
 
-def entry(ts: int) -> list[Any]:
-    """A history entry as the processor writes it: [ts, channel, dim, reason, contact, flags, prev]."""
-    return [ts, "voice", "billing\x1fvoice", None, f"c{ts}", 0, None]
+def entry(ts: int) -> CustomerContact:
+    """A history entry as the processor writes it."""
+    return CustomerContact(ts, "voice", "billing\x1fvoice", None, f"c{ts}")
 
 
 def add(store: Any, customer: str, ts: int) -> None:

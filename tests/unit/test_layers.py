@@ -24,6 +24,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "stream.kpi",
         "stream.stats",
         "stream.events",
+        "stream.records",
         "stream.customer_store",
         "stream.state",
         "stream.processor",

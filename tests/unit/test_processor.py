@@ -148,8 +148,8 @@ def test_contacts_counted_per_queue_channel_and_bucket() -> None:
     assert total(state, kpi.CONTACTS) == 4
     assert proc.outcomes == Counter({(I_TOPIC, "accepted"): 4})
     record = state.contacts["c1"]
-    assert record["q"] == "billing" and record["ch"] == "voice" and record["cu"] == "u-c1"
-    assert record["st"] == WALL - 10 * MIN + 7_000
+    assert (record.queue, record.channel, record.customer) == ("billing", "voice", "u-c1")
+    assert record.started_ms == WALL - 10 * MIN + 7_000
     assert state.watermark_ms == proc.watermark_ms == WALL - 9 * MIN
 
 
@@ -159,7 +159,7 @@ def test_second_start_for_same_contact_is_not_counted() -> None:
         state, [feed.start("c1", WALL - MIN), feed.start("c1", WALL - MIN, queue="other")], WALL
     )
     assert total(state, kpi.CONTACTS) == 1
-    assert state.contacts["c1"]["q"] == "billing"
+    assert state.contacts["c1"].queue == "billing"
     assert proc.outcomes[(I_TOPIC, "accepted")] == 2  # a valid, distinct event, just not a new contact
 
 
@@ -211,8 +211,8 @@ def test_transferred_contact_counted_once_at_end(transfers: int, expected: int) 
     assert total(state, kpi.TRANSFERRED_CONTACTS) == expected
     assert total(state, kpi.CONTACTS_ENDED) == 1
     if transfers:
-        assert state.contacts["c1"]["tr"] == transfers
-        assert state.contacts["c1"]["tq"] == "retention"
+        assert state.contacts["c1"].transfers == transfers
+        assert state.contacts["c1"].to_queue == "retention"
 
 
 def test_transfer_ratio_denominator_is_ended_contacts() -> None:
@@ -236,7 +236,7 @@ def test_survey_joined_to_contact_queue_and_channel() -> None:
     counts = state.buckets[bucket_of(WALL - 2 * MIN)][dim_key("claims", "sms")]
     assert counts[kpi.NPS_RESPONSES] == 1
     assert counts[kpi.NPS_PROMOTERS] == 1
-    assert "pd" not in state.contacts["c1"]
+    assert not state.contacts["c1"].pending
 
 
 def test_survey_own_labels_win_over_contact() -> None:
@@ -259,7 +259,7 @@ def test_survey_before_start_waits_then_joins() -> None:
     proc, state, feed = make()
     proc.process_batch(state, [feed.survey("c1", WALL - MIN, "ces", 6)], WALL)
     assert total(state, kpi.CES_RESPONSES) == 0
-    assert len(state.contacts["c1"]["pd"]) == 1
+    assert len(state.contacts["c1"].pending or []) == 1
     assert list(state.pending_expiry) == [(WALL + GRACE, "c1")]
     proc.tick(state, WALL + GRACE - 1)  # grace not over yet
     assert total(state, kpi.CES_RESPONSES) == 0
@@ -269,7 +269,7 @@ def test_survey_before_start_waits_then_joins() -> None:
     counts = state.buckets[bucket_of(WALL - MIN)][dim_key("claims", "chat")]  # the survey's own time
     assert counts[kpi.CES_RESPONSES] == 1
     assert counts[kpi.CES_EASY] == 1
-    assert "pd" not in state.contacts["c1"]
+    assert not state.contacts["c1"].pending
     proc.tick(state, WALL + 10 * GRACE)  # the expired pending entry must not count it again
     assert total(state, kpi.CES_RESPONSES) == 1
     assert UNKNOWN not in {q for q, _ in totals(state)}
@@ -282,7 +282,7 @@ def test_survey_without_start_released_as_unknown_after_grace() -> None:
     assert total(state, kpi.CSAT_RESPONSES) == 0
     proc.tick(state, WALL + GRACE)
     assert total(state, kpi.CSAT_RESPONSES, (UNKNOWN, UNKNOWN)) == 1
-    assert "pd" not in state.contacts["c1"]
+    assert not state.contacts["c1"].pending
     assert "c1" in state.dirty_contacts
     proc.tick(state, WALL + 5 * GRACE)
     assert total(state, kpi.CSAT_RESPONSES) == 1
@@ -314,10 +314,10 @@ def test_grace_counts_from_arrival_of_each_waiting_event() -> None:
     proc.tick(state, WALL + GRACE)
     assert total(state, kpi.CSAT_RESPONSES) == 1
     assert total(state, kpi.CSAT_SATISFIED) == 1
-    assert len(state.contacts["c1"]["pd"]) == 1
+    assert len(state.contacts["c1"].pending or []) == 1
     proc.tick(state, WALL + MIN + GRACE)
     assert total(state, kpi.CSAT_RESPONSES) == 2
-    assert "pd" not in state.contacts["c1"]
+    assert not state.contacts["c1"].pending
 
 
 def test_configured_join_grace() -> None:
@@ -393,7 +393,7 @@ def test_one_response_per_survey_also_while_waiting() -> None:
         ],
         WALL,
     )
-    assert len(state.contacts["c1"]["pd"]) == 1
+    assert len(state.contacts["c1"].pending or []) == 1
     proc.process_batch(state, [feed.start("c1", WALL - 5 * MIN)], WALL)
     assert total(state, kpi.CSAT_RESPONSES) == 1
 
@@ -627,7 +627,7 @@ def test_contact_waiting_for_start_is_not_expired_before_release() -> None:
     proc, state, feed = make(contact_ttl="1m", join_grace="10m", windows="15m")
     proc.process_batch(state, [feed.survey("c1", WALL - 5 * MIN)], WALL)
     proc.tick(state, WALL + 5 * MIN)  # past the TTL, within the grace
-    assert "pd" in state.contacts["c1"]
+    assert state.contacts["c1"].pending
     proc.tick(state, WALL + 10 * MIN)
     assert total(state, kpi.CSAT_RESPONSES, (UNKNOWN, UNKNOWN)) == 1
     proc.tick(state, WALL + 11 * MIN)
@@ -921,7 +921,7 @@ def test_random_streams_match_independent_counts(seed: int) -> None:
     assert proc.outcomes[(I_TOPIC, "duplicate")] + proc.outcomes[(S_TOPIC, "duplicate")] == duplicates
     accepted = proc.outcomes[(I_TOPIC, "accepted")] + proc.outcomes[(S_TOPIC, "accepted")]
     assert accepted == len(events)
-    assert all("pd" not in record for record in state.contacts.values())
+    assert all(not record.pending for record in state.contacts.values())
 
 
 def test_recovered_bucket_with_older_shorter_layout_is_padded() -> None:

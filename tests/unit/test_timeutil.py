@@ -84,7 +84,17 @@ def test_bad_duration_message_shows_accepted_forms() -> None:
 
 @pytest.mark.parametrize(
     ("seconds", "label"),
-    [(900, "15m"), (3600, "1h"), (86_400, "1d"), (604_800, "1w"), (90, "90s"), (5400, "90m"), (0.5, "500ms"), (0.1, "100ms"), (1.5, "1.5s")],
+    [
+        (900, "15m"),
+        (3600, "1h"),
+        (86_400, "1d"),
+        (604_800, "1w"),
+        (90, "90s"),
+        (5400, "90m"),
+        (0.5, "500ms"),
+        (0.1, "100ms"),
+        (1.5, "1.5s"),
+    ],
 )
 def test_format_duration(seconds: float, label: str) -> None:
     assert format_duration(seconds) == label

@@ -1,0 +1,122 @@
+"""Typed state records: what a partition remembers per contact and per customer.
+
+msgspec Structs, so the hot path reads attributes instead of string keys and
+positions, a record takes a fraction of a dict's memory (``gc=False``: they hold no
+reference cycles, so the garbage collector need not track millions of them), and
+the changelog stores them compactly: pending items and history entries as JSON arrays
+in field order (``array_like``), a contact as an object of its set fields under short
+keys.
+
+Compatible with changelogs written before these types: their pending items and
+customer histories were positional arrays in the same order (a pending item's first
+element its tag, ``"e"`` or ``"s"``) and their contacts objects with the same short
+keys, so they decode unchanged (:func:`contact_from_changelog`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import msgspec
+
+
+class PendingEnd(msgspec.Struct, array_like=True, tag="e", gc=False):
+    """A ``contact_ended`` waiting for its ``contact_started``."""
+
+    ts_ms: int
+    resolved: bool | None
+    handle_seconds: float | None
+    #: Wall clock when it arrived: the join grace runs from here.
+    received_ms: int
+
+
+class PendingSurvey(msgspec.Struct, array_like=True, tag="s", gc=False):
+    """A survey response waiting for its contact's queue and channel."""
+
+    ts_ms: int
+    metric: str
+    score: int
+    scale: str | None
+    received_ms: int
+    queue: str | None = None
+    channel: str | None = None
+    team: str | None = None
+    agent: str | None = None
+
+
+Pending = PendingEnd | PendingSurvey
+
+
+class Contact(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
+    """One contact, for the survey join, transfer counts and expiry.
+
+    Keyed by short names with unset fields left out (a contact sets half of them), which
+    is smaller on the changelog than an array holding every field.
+    """
+
+    #: Newest event time seen for the contact (ms): it expires ``CXSTREAM_CONTACT_TTL`` later.
+    newest_ms: int = msgspec.field(name="t")
+    transfers: int = msgspec.field(default=0, name="tr")
+    #: Event time of ``contact_started``; None until it arrives.
+    started_ms: int | None = msgspec.field(default=None, name="st")
+    queue: str | None = msgspec.field(default=None, name="q")
+    channel: str | None = msgspec.field(default=None, name="ch")
+    customer: str | None = msgspec.field(default=None, name="cu")
+    #: ``contact_ended`` was counted (once per contact).
+    ended: bool = msgspec.field(default=False, name="en")
+    agent: str | None = msgspec.field(default=None, name="ag")
+    team: str | None = msgspec.field(default=None, name="tm")
+    reason: str | None = msgspec.field(default=None, name="rs")
+    #: Queue of the last transfer.
+    to_queue: str | None = msgspec.field(default=None, name="tq")
+    #: ``survey_id:metric`` pairs already counted (one response each).
+    surveys: list[str] | None = msgspec.field(default=None, name="sv")
+    #: Events waiting for ``contact_started``.
+    pending: list[Pending] | None = msgspec.field(default=None, name="pd")
+
+
+class CustomerContact(msgspec.Struct, array_like=True, gc=False):
+    """One contact start in a customer's history, for repeat and channel-switch detection."""
+
+    ts_ms: int
+    channel: str
+    #: Dimension key the contact counts under (queue, channel[, team][, agent]).
+    dim: str
+    reason: str | None
+    contact_id: str
+    #: REPEAT / SWITCH / SAME_REASON bits as last counted (stream.processor).
+    flags: int = 0
+    #: The previous contact's channel when it was counted as a switch.
+    previous_channel: str | None = None
+
+
+History = list[CustomerContact]
+
+
+class ContactStart(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
+    """A contact start re-keyed by customer (``<app>-customer-contacts``), short keys."""
+
+    event_id: str = msgspec.field(name="e")
+    customer: str = msgspec.field(name="cu")
+    contact_id: str = msgspec.field(name="c")
+    ts_ms: int = msgspec.field(name="t")
+    queue: str = msgspec.field(name="q")
+    channel: str = msgspec.field(name="ch")
+    reason: str | None = msgspec.field(default=None, name="r")
+    team: str | None = msgspec.field(default=None, name="tm")
+    agent: str | None = msgspec.field(default=None, name="ag")
+
+
+encoder: Final = msgspec.json.Encoder()
+start_decoder: Final = msgspec.json.Decoder(ContactStart)
+
+
+def contact_from_changelog(payload: Any) -> Contact:
+    """A contact as the changelog holds it (also as written before the typed records, whose
+    ``en`` was ``1``: not strict about that)."""
+    return msgspec.convert(payload, Contact, strict=False)
+
+
+def history_from_changelog(payload: Any) -> History:
+    """A customer's history as the changelog (or the RocksDB store) holds it."""
+    return msgspec.convert(payload, History)
