@@ -93,16 +93,15 @@ def run_pipeline(batches: list[list[tuple[int, Any]]], settings: Any, commit: bo
             state = states.get(partition)
             if state is None:
                 state = states[partition] = PartitionState(partition)
-            dead = processor.process_batch(state, messages, wall)
-            dead_letters += len(dead)
-            for customer, record in state.customer_forwards:
+            outcome = processor.apply(state, messages, wall)
+            dead_letters += len(outcome.dead_letters)
+            for customer, record in outcome.forwards:
                 key = customer.encode()
                 target = customer_partition(key, settings.partitions)
                 offset = customer_offsets[target]
                 customer_offsets[target] += 1
                 forwards.append((target, InputMessage(customer_topic, offset, key, record)))
-            forwarded += len(state.customer_forwards)
-            state.customer_forwards = []
+            forwarded += len(outcome.forwards)
             if commit:
                 StateLogTable.commit_batch(table, state)  # type: ignore[arg-type]
     outcomes: dict[str, dict[str, int]] = defaultdict(dict)

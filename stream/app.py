@@ -222,11 +222,10 @@ def create_app(settings: Settings) -> CxStream:
         async with state_lock:
             for partition, messages in by_partition.items():
                 state = table.state_for(partition)
-                dead = processor.process_batch(state, messages, wall)
-                outputs = send_dead_letters(dead) if dead else []
-                if state.customer_forwards:
-                    outputs.extend(send_forwards(state.customer_forwards))
-                    state.customer_forwards = []
+                outcome = processor.apply(state, messages, wall)
+                outputs = send_dead_letters(outcome.dead_letters) if outcome.dead_letters else []
+                if outcome.forwards:
+                    outputs.extend(send_forwards(outcome.forwards))
                 table.commit_batch(state, after=outputs)
         # Bounded memory when the broker is slow: at most this many writes queued.
         await app.batching_producer.writes.wait_for_room(MAX_WRITES_IN_FLIGHT)

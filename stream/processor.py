@@ -40,6 +40,7 @@ from stream.records import (
 )
 from stream.settings import Settings
 from stream.state import DIM_SEPARATOR, TRANSITION_MARK, UNKNOWN, PartitionState, dim_key
+from stream.timeutil import WindowClock
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,19 @@ class DeadLetter:
     detail: str
 
 
+@dataclass(slots=True)
+class BatchOutcome:
+    """What applying a batch produced besides the state it changed (``PartitionState.take_changes``).
+
+    ``forwards``: contact starts re-keyed by customer, ``(customer_id, record bytes)``, for
+    ``<app>-customer-contacts``; the live worker sends both lists before the batch's commit
+    marker, replay feeds the forwards straight back in.
+    """
+
+    dead_letters: list[DeadLetter]
+    forwards: list[tuple[str, bytes]]
+
+
 class Processor:
     """Applies batches of input messages to partition states.
 
@@ -97,6 +111,8 @@ class Processor:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        #: Re-keyed starts of the batch being applied (returned in its BatchOutcome).
+        self._forwards: list[tuple[str, bytes]] = []
         self.validator = EventValidator(
             max_label_length=settings.max_label_length,
             max_future_skew_ms=int(settings.max_future_skew * 1000),
@@ -120,25 +136,35 @@ class Processor:
         self.grace_ms = int(settings.join_grace * 1000)
         self.contact_ttl_ms = int(settings.contact_ttl * 1000)
         self.dedup_horizon_ms = int(settings.dedup_horizon * 1000)
-        self.event_clock = settings.clock == "event"
+        #: Where windows end (CXSTREAM_CLOCK); advanced by every applied event.
+        self.clock = WindowClock(event_time=settings.clock == "event")
         #: (topic, outcome) -> count, for cx_events_total.
         self.outcomes: Counter[tuple[str, str]] = Counter()
-        #: Newest event time over all partitions (event-clock mode).
-        self.watermark_ms = 0
         #: Event time before which nothing is counted (set per batch).
         self._late_before = 0
 
     # -- clock -----------------------------------------------------------------
     def reference_now_ms(self, wall_ms: int) -> int:
-        """The 'now' that windows end at: wall clock, or newest event time in event mode."""
-        return self.watermark_ms if self.event_clock else wall_ms
+        """The 'now' that windows end at (:meth:`WindowClock.now_ms`)."""
+        return self.clock.now_ms(wall_ms)
+
+    @property
+    def watermark_ms(self) -> int:
+        """Newest event time applied over all partitions."""
+        return self.clock.watermark_ms
 
     # -- batch -------------------------------------------------------------------
     def process_batch(
         self, state: PartitionState, messages: Iterable[RawMessage], wall_ms: int
     ) -> list[DeadLetter]:
-        """Apply messages (in offset order per topic) to ``state``; return the rejects."""
+        """:meth:`apply`, for callers that route no re-keyed starts (tests): the rejects only."""
+        return self.apply(state, messages, wall_ms).dead_letters
+
+    def apply(self, state: PartitionState, messages: Iterable[RawMessage], wall_ms: int) -> BatchOutcome:
+        """Apply messages (in offset order per topic) to ``state``: the pipeline's one entry."""
         dead: list[DeadLetter] = []
+        self._forwards = []
+        forwards = self._forwards
         outcomes = self.outcomes
         offsets = state.offsets
         dedup = state.dedup
@@ -188,7 +214,7 @@ class Processor:
                 if isinstance(event, ContactStarted):
                     # Too old for any window, but still the customer's previous contact
                     # when deciding whether a newer contact is a repeat.
-                    self._forward_start(state, event)
+                    self._forward_start(event)
                 continue
             dedup[event_key] = offset
             new_ids.append(event_key)
@@ -218,13 +244,12 @@ class Processor:
             outcomes[(topic, "accepted")] += 1
         if newest > state.watermark_ms:
             state.watermark_ms = newest
-        if newest > self.watermark_ms:
-            self.watermark_ms = newest
+        self.clock.observe(newest)
         if new_ids:
             # The dedup horizon runs from when the ids were seen, not from their event time:
             # a retried event stamped hours ago (still inside a window) must stay a duplicate.
             state.remember_ids(new_ids, new_offsets, max(newest, self.reference_now_ms(wall_ms)))
-        return dead
+        return BatchOutcome(dead, forwards)
 
     # -- interactions ------------------------------------------------------------
     def _contact(self, state: PartitionState, contact_id: str, ts: int) -> Contact:
@@ -288,7 +313,7 @@ class Processor:
             if event.reason is not None:
                 record.reason = event.reason
             self._bucket(state, event.ts_ms, self._contact_dim(state, record))[kpi.CONTACTS] += 1
-            self._forward_start(state, event)
+            self._forward_start(event)
             pending = record.pending
             if pending:
                 record.pending = None
@@ -308,8 +333,7 @@ class Processor:
             else:
                 self._defer(state, event.contact_id, record, end, wall_ms)
 
-    @staticmethod
-    def _forward_start(state: PartitionState, event: ContactStarted) -> None:
+    def _forward_start(self, event: ContactStarted) -> None:
         """Queue the start for the repartition topic keyed by customer_id."""
         if event.customer_id is None:
             return
@@ -324,7 +348,7 @@ class Processor:
             team=event.team,
             agent=event.agent_id,
         )
-        state.customer_forwards.append((event.customer_id, records.encoder.encode(start)))
+        self._forwards.append((event.customer_id, records.encoder.encode(start)))
 
     def _count_end(self, counts: kpi.Counts, transfers: int, end: PendingEnd) -> None:
         counts[kpi.CONTACTS_ENDED] += 1

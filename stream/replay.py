@@ -163,11 +163,11 @@ class Replay:
         forwards: dict[int, list[InputMessage]] = defaultdict(list)
         for partition, messages in by_partition.items():
             state = self.states[partition]
-            self.dead_letters += len(self.processor.process_batch(state, messages, wall))
-            for customer, record in state.customer_forwards:
+            outcome = self.processor.apply(state, messages, wall)
+            self.dead_letters += len(outcome.dead_letters)
+            for customer, record in outcome.forwards:
                 target, message = self._message(self.customer_topic, customer.encode(), record)
                 forwards[target].append(message)
-            state.customer_forwards = []
         for partition, messages in forwards.items():
             self.processor.process_batch(self.states[partition], messages, wall)
         for state in self.states:

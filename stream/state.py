@@ -116,8 +116,6 @@ class PartitionState:
     dirty_customers: set[str] = field(default_factory=set)
     dirty_labels: set[str] = field(default_factory=set)
     new_dedup: list[str] = field(default_factory=list)
-    #: (customer_id, record bytes) to send to the repartition topic with this batch.
-    customer_forwards: list[tuple[str, bytes]] = field(default_factory=list)
     new_dedup_newest_ms: int = 0
     deleted_keys: list[str] = field(default_factory=list)
 

@@ -78,6 +78,28 @@ def parse_event_time_ms(value: object) -> int:
     raise ValueError(f"timestamp must be ISO-8601 text or integer epoch ms, got {type(value).__name__}")
 
 
+class WindowClock:
+    """Where windows end: the wall clock (live), or the newest event time seen (``event``,
+    for replaying a recording as of its own time). One per worker, advanced by the
+    pipeline, read by everything that sums windows (exporter, alerts, views, replay)."""
+
+    __slots__ = ("event_time", "watermark_ms")
+
+    def __init__(self, *, event_time: bool = False) -> None:
+        self.event_time = event_time
+        #: Newest event time applied by this worker (ms).
+        self.watermark_ms = 0
+
+    def observe(self, event_ms: int) -> None:
+        """An event at ``event_ms`` was applied."""
+        if event_ms > self.watermark_ms:
+            self.watermark_ms = event_ms
+
+    def now_ms(self, wall_ms: int) -> int:
+        """The 'now' windows end at, given the wall clock."""
+        return self.watermark_ms if self.event_time else wall_ms
+
+
 def now_ms() -> int:
     """Wall-clock time in epoch milliseconds."""
     return int(time.time() * 1000)

@@ -266,7 +266,7 @@ def test_event_clock_windows_end_at_watermark() -> None:
     old = NOW_S - 30 * 86_400
     state.buckets[old - old % 60] = {dim_key("q", "web"): vec(contacts=2)}
     registry, processor = build([state], clock="event")
-    processor.watermark_ms = old * 1000 + 1000
+    processor.clock.observe(old * 1000 + 1000)
     s = scrape(registry)
     assert value(s, "cx_contacts", window="15m", queue="q", channel="web") == 2
     assert value(s, "cx_event_time_watermark_seconds") == old + 1
