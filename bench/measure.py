@@ -233,7 +233,7 @@ class ChangelogFollower:
     """Tails the worker's state changelog in a thread: progress and marker times, for free.
 
     Every batch the worker applies ends with a commit marker (key ``m``, see
-    stream/commitlog.py) carrying the last input offset applied per topic, so the
+    stream/runtime/commitlog.py) carrying the last input offset applied per topic, so the
     sum of ``offset + 1`` over the markers of all changelog partitions is the number
     of input events reflected in the state, stamped when the marker reached the
     broker. Unlike polling /metrics (a 50-100 ms scrape on the worker's event loop

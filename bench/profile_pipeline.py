@@ -39,8 +39,8 @@ def build_batches(
     """[(partition, InputMessage)] per agent batch, with per-topic-partition offsets."""
     from aiokafka.partitioner import DefaultPartitioner
 
-    from stream.processor import InputMessage
-    from stream.settings import Settings
+    from stream.config.settings import Settings
+    from stream.domain.processor import InputMessage
 
     settings = Settings(partitions=partitions)
     topic_of = {"interactions": settings.topic_interactions, "surveys": settings.topic_surveys}
@@ -58,15 +58,15 @@ def build_batches(
 
 
 def run_pipeline(batches: list[list[tuple[int, Any]]], settings: Any, commit: bool) -> dict[str, Any]:
-    """Process every batch the way ``stream.app.handle_batch`` does; return counters.
+    """Process every batch the way ``stream.runtime.app.handle_batch`` does; return counters.
 
     Contact starts the processor forwards (re-keyed by customer_id, for repeat
     detection) are partitioned like the worker's producer does and fed back in the
     next batch, as the worker's own consumer would deliver them.
     """
-    from stream.commitlog import StateLogTable
-    from stream.processor import InputMessage, Processor, customer_partition, customer_topic_name
-    from stream.state import PartitionState
+    from stream.domain.processor import InputMessage, Processor, customer_partition, customer_topic_name
+    from stream.domain.state import PartitionState
+    from stream.runtime.commitlog import StateLogTable
 
     processor = Processor(settings)
     customer_topic = customer_topic_name(settings)

@@ -17,8 +17,8 @@ import time
 from collections.abc import Sequence
 
 from stream import __version__
-from stream.logs import setup_logging
-from stream.settings import Settings, SettingsError, load_settings
+from stream.config.logs import setup_logging
+from stream.config.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("cxstream")
 
@@ -41,7 +41,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run the stream worker."""
-    from stream.worker import run_worker
+    from stream.runtime.worker import run_worker
 
     settings = _settings(args)
     run_worker(settings)
@@ -51,7 +51,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     """Produce synthetic contact-center traffic, or write it to a JSONL file."""
     from stream import generator
-    from stream.security import kafka_client_kwargs
+    from stream.config.security import kafka_client_kwargs
 
     settings = _settings(args)
     profile = generator.TrafficProfile.demo() if args.demo_profile else None
@@ -107,7 +107,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Start broker, Redis, worker and generator locally and show live KPIs."""
-    from stream.demo import run_demo
+    from stream.tools.demo import run_demo
 
     return run_demo(rate=args.rate, web_port=args.web_port, duration=args.duration)
 
@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     for name, module, help_text in (
-        ("replay", "stream.replay", "feed a recorded JSONL file through the pipeline (event time)"),
+        ("replay", "stream.tools.replay", "feed a recorded JSONL file through the pipeline (event time)"),
         ("alerts", "stream.alerting.cli", "list active alerts; ack an alert; snooze a rule"),
         ("wallboard", "stream.wallboard.server", "serve the live wallboard page"),
     ):

@@ -26,11 +26,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
-from stream.partition_views import GlobalView, decode_views, merge
-from stream.redis_keys import RedisKeys
-from stream.settings import Settings, load_settings
-from stream.timeutil import now_ms as _now_ms
-from stream.timeutil import parse_duration
+from stream.config.settings import Settings, load_settings
+from stream.config.timeutil import now_ms as _now_ms
+from stream.config.timeutil import parse_duration
+from stream.outputs.redis_keys import RedisKeys
+from stream.query.partition_views import GlobalView, decode_views, merge
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -34,10 +34,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from stream import kpi, stats
 from stream.alerting.rules import DEFAULT_SUMMARY, Rule, summary_fields
-from stream.kpi import Counts
-from stream.state import TRANSITION_MARK, split_dim_key
+from stream.domain import kpi, stats
+from stream.domain.kpi import Counts
+from stream.domain.state import TRANSITION_MARK, split_dim_key
 
 WindowTotals = Mapping[str, Mapping[str, Counts]]
 GroupKey = tuple[str, ...]

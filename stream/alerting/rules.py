@@ -27,14 +27,14 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, ValidationError
 from pydantic_core import PydanticCustomError
 
-from stream import stats
-from stream.metrics_catalog import RATIO_METRICS
-from stream.settings import Settings, SettingsError
-from stream.timeutil import parse_duration
+from stream.config.settings import Settings, SettingsError
+from stream.config.timeutil import parse_duration
+from stream.domain import stats
+from stream.domain.metrics_catalog import RATIO_METRICS
 
 log = logging.getLogger(__name__)
 
-#: Rule metric name (a contract KPI gauge) -> key in stream.kpi.derived_kpis.
+#: Rule metric name (a contract KPI gauge) -> key in stream.domain.kpi.derived_kpis.
 METRICS: Final[dict[str, str]] = {spec.name: str(spec.source) for spec in RATIO_METRICS}
 #: Valid range of each KPI, to catch "25" meant as 25% for a 0..1 ratio.
 _RANGES: Final[dict[str, tuple[float, float]]] = {

@@ -4,7 +4,7 @@ Alerts are about the whole contact center, whatever the number of workers
 (docs/alerts.md, "One evaluator for the whole contact center"):
 
 * every ``CXSTREAM_SNAPSHOT_INTERVAL`` each worker publishes one view per partition it
-  owns (:mod:`stream.partition_views`) to ``<p>:kpi:partitions``;
+  owns (:mod:`stream.query.partition_views`) to ``<p>:kpi:partitions``;
 * one worker at a time is the **evaluator**: it holds a lease in Redis
   (``<p>:alerts:lease``, TTL two evaluation intervals, renewed twice per interval) with a
   fencing epoch. Every ``CXSTREAM_ALERT_INTERVAL`` it sums the newest view of every
@@ -35,7 +35,6 @@ import orjson
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from stream import kpi, stats
 from stream.alerting.evaluator import (
     FIRING,
     RESOLVED,
@@ -45,12 +44,13 @@ from stream.alerting.evaluator import (
 )
 from stream.alerting.rules import Rule
 from stream.alerting.sink import LeaseClaim, RedisSink, decode_active
-from stream.metrics_catalog import ALERT_METRICS, INTERVAL_METRICS, LOW_CONFIDENCE
-from stream.partition_views import GlobalView, PartitionView, decode_views, encode_view, merge, view_of
-from stream.settings import Settings
-from stream.state import PartitionState, split_dim_key
-from stream.timeutil import now_ms
-from stream.windows import WindowReader
+from stream.config.settings import Settings
+from stream.config.timeutil import now_ms
+from stream.domain import kpi, stats
+from stream.domain.metrics_catalog import ALERT_METRICS, INTERVAL_METRICS, LOW_CONFIDENCE
+from stream.domain.state import PartitionState, split_dim_key
+from stream.query.partition_views import GlobalView, PartitionView, decode_views, encode_view, merge, view_of
+from stream.query.windows import WindowReader
 
 log = logging.getLogger(__name__)
 
@@ -478,7 +478,7 @@ def build_service(
 ) -> AlertService:
     """The alert service of a worker, from settings and what it reads (no Faust, no app).
 
-    The runtime (:mod:`stream.app`) runs :meth:`AlertService.run` as a task,
+    The runtime (:mod:`stream.runtime.app`) runs :meth:`AlertService.run` as a task,
     :meth:`AlertService.snapshot_tick` on a timer and :meth:`AlertService.shutdown` at
     shutdown, and registers :func:`collectors` on its registry.
     """

@@ -24,7 +24,7 @@
 * **The evaluator lease** (``<p>:alerts:lease``) is claimed and renewed by a script that
   hands out a new epoch to every new holder (see ``_CLAIM_LEASE``); the evaluator's timers
   (``<p>:alerts:evaluator``) are written fenced by the same epoch.
-* **Partition views** (``<p>:kpi:partitions``, :mod:`stream.partition_views`) are written
+* **Partition views** (``<p>:kpi:partitions``, :mod:`stream.query.partition_views`) are written
   by a script that keeps, per partition, the view reflecting the most input: never
   buffered, the next one replaces a lost one.
 * **Controls** (acks, snoozes) are read every evaluation; on failure the last good
@@ -50,9 +50,9 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from stream.alerting.evaluator import FIRING, Ack, Controls, Transition
-from stream.redis_client import connect
-from stream.redis_keys import RedisKeys
-from stream.retry import REDIS_BACKOFF
+from stream.config.retry import REDIS_BACKOFF
+from stream.outputs.redis_client import connect
+from stream.outputs.redis_keys import RedisKeys
 
 log = logging.getLogger(__name__)
 

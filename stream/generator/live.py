@@ -17,9 +17,9 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from stream.config.retry import Backoff
 from stream.generator.profile import TrafficProfile
 from stream.generator.simulator import TrafficSimulator
-from stream.retry import Backoff
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ docs/redis.md); this module
   (:data:`ALL_QUEUES`) -- the same sum the alert evaluator uses, so the board and the
   alerts agree whatever the number of workers and during rebalances,
 * computes every tile's ratio from those **summed counts** with
-  :func:`stream.kpi.derived_kpis` (never an average of per-worker ratios), its sample
+  :func:`stream.domain.kpi.derived_kpis` (never an average of per-worker ratios), its sample
   size, its low-confidence flag (sample size below ``min_samples``), its 95% interval,
   a colour status and whether an active alert points at it,
 * builds the JSON document served by ``/api/state`` and pushed on ``/events``.
@@ -22,11 +22,11 @@ from typing import Any, Final, Literal
 
 import orjson
 
-from stream import kpi
-from stream.partition_views import GlobalView
-from stream.state import UNKNOWN, split_dim_key
-from stream.stats import kpi_interval
-from stream.timeutil import parse_duration
+from stream.config.timeutil import parse_duration
+from stream.domain import kpi
+from stream.domain.state import UNKNOWN, split_dim_key
+from stream.domain.stats import kpi_interval
+from stream.query.partition_views import GlobalView
 
 #: Queue key of the row that sums every queue.
 ALL_QUEUES: Final = "*"
@@ -42,7 +42,7 @@ Status = Literal["good", "warn", "bad", "empty"]
 
 @dataclass(frozen=True, slots=True)
 class TileSpec:
-    """One big-number tile: a key of :func:`stream.kpi.derived_kpis` and how to show it.
+    """One big-number tile: a key of :func:`stream.domain.kpi.derived_kpis` and how to show it.
 
     ``good`` / ``bad`` are display thresholds for the tile colour: for a KPI where higher
     is better the tile is ``good`` at or above ``good``, ``bad`` below ``bad`` and
@@ -125,7 +125,7 @@ class Totals:
 def sum_views(view: GlobalView, now_ms: int, stale_after_ms: int) -> Totals:
     """Sum one view per partition (the whole contact center) per window and queue.
 
-    The same sum the alert evaluator makes (:mod:`stream.partition_views`), so the board
+    The same sum the alert evaluator makes (:mod:`stream.query.partition_views`), so the board
     and the alerts never disagree. A view older than ``stale_after_ms`` still counts (it is
     the newest known state of its partition; leaving it out would undercount silently)
     and is listed as stale, with its worker, so the page can say so.

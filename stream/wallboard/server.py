@@ -26,16 +26,16 @@ import orjson
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from stream.partition_views import merge
-from stream.retry import REDIS_BACKOFF
-from stream.timeutil import now_ms
+from stream.config.retry import REDIS_BACKOFF
+from stream.config.timeutil import now_ms
+from stream.query.partition_views import merge
 from stream.wallboard.aggregate import Totals, attach_trends, build_state, parse_alerts, sum_views
 from stream.wallboard.source import REDIS_ERRORS, RedisSource, describe
 from stream.wallboard.sse import COMMENT_PING, StateHub, format_event, format_retry
 from stream.wallboard.trends import TrendBuffer
 
 if TYPE_CHECKING:
-    from stream.settings import Settings
+    from stream.config.settings import Settings
 
 log = logging.getLogger("cxstream.wallboard")
 
@@ -413,7 +413,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``cxstream wallboard``: serve until Ctrl-C or SIGTERM."""
-    from stream.settings import load_settings
+    from stream.config.settings import load_settings
 
     overrides: dict[str, Any] = {}
     if getattr(args, "redis_url", None):

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 from redis.exceptions import RedisError
 
-from stream.partition_views import PartitionView, decode_views
-from stream.redis_client import connect
-from stream.redis_keys import RedisKeys
+from stream.outputs.redis_client import connect
+from stream.outputs.redis_keys import RedisKeys
+from stream.query.partition_views import PartitionView, decode_views
 
 log = logging.getLogger(__name__)
 

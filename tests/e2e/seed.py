@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from stream import kpi
+from stream.domain import kpi
 
 WINDOWS = ("15m", "1h", "24h")
 WINDOW_SCALE = {"15m": 1, "1h": 4, "24h": 70}

@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 import redis
 
-from stream import kpi
+from stream.domain import kpi
 from stream.embedded import RedisServer
 from stream.wallboard.aggregate import ALL_QUEUES, TILES
 from tests.e2e.cdp import Browser

@@ -331,7 +331,7 @@ rules:
 def make_service(url: str, prefix: str, worker: str, states: list[Any], clock: Any) -> Any:
     from stream.alerting.rules import parse_rules
     from stream.alerting.service import AlertService
-    from stream.windows import WindowReader
+    from stream.query.windows import WindowReader
 
     windows = [("15m", 900), ("1h", 3600)]
     return AlertService(
@@ -350,8 +350,8 @@ def make_service(url: str, prefix: str, worker: str, states: list[Any], clock: A
 
 def add_csat(state: Any, now_ms: int, responses: int, satisfied: int, queue: str = "billing") -> Any:
     """Count CSAT answers into ``state`` the way a committed batch does."""
-    from stream import kpi
-    from stream.state import dim_key
+    from stream.domain import kpi
+    from stream.domain.state import dim_key
 
     counts = state.bucket_counts(now_ms // 1000 // 60 * 60, dim_key(queue, "voice"))
     counts[kpi.CSAT_RESPONSES] += responses
@@ -364,7 +364,7 @@ async def test_handover_keeps_firing_pending_and_cooldown_without_a_second_fire(
     redis_server: RedisServer, client: aioredis.Redis, prefix: str
 ) -> None:
     now = [int(time.time() * 1000)]
-    from stream.state import PartitionState
+    from stream.domain.state import PartitionState
 
     states = [add_csat(PartitionState(0), now[0], 40, 4)]  # CSAT 10%: the condition holds for billing
     a = make_service(redis_server.url, prefix, "a", states, lambda: now[0])

@@ -1,7 +1,7 @@
 """Crash consistency: SIGKILL the worker mid-stream, restart it, and the KPIs are still exact.
 
 At-least-once delivery redelivers whatever was not committed; the atomic batch
-commit log (stream/commitlog.py) plus dedup by event_id must turn that into
+commit log (stream/runtime/commitlog.py) plus dedup by event_id must turn that into
 exact counts, and recovery must read the whole changelog (tansu end-offset quirk).
 """
 

@@ -32,7 +32,7 @@ import redis
 from aiokafka.partitioner import DefaultPartitioner
 
 from stream.embedded import RedisServer
-from stream.partition_views import decode_views, merge
+from stream.query.partition_views import decode_views, merge
 from tests.expected import RATIO_RANGES as RANGES
 from tests.harness import Topics, WorkerProcess, _get, produce_records, wait_until
 
@@ -130,7 +130,7 @@ def send(broker: Any, records: list[tuple[str, str, bytes]]) -> None:
 def global_count(r: redis.Redis, prefix: str, counter: str, queue: str = QUEUE) -> tuple[float, int]:
     """(sum of ``counter`` for ``queue`` over the 15m window, partitions with a view), as every
     reader of the global view computes it."""
-    from stream import kpi
+    from stream.domain import kpi
 
     views, _ = decode_views(r.hgetall(f"{prefix}:kpi:partitions"))
     view = merge(PARTITIONS, views)

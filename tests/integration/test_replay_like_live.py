@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 import pytest
 
-from stream.replay import CHUNK
+from stream.tools.replay import CHUNK
 from tests.harness import Topics, produce_records, replay_prometheus, wait_until, write_recording
 
 pytestmark = pytest.mark.integration

@@ -46,9 +46,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from stream.embedded import RedisServer, TansuBroker, free_port
-from stream.generator import TrafficProfile, TrafficSimulator
-from stream.security import (
+from stream.config.security import (
     describe_kafka_security,
     faust_broker_credentials,
     install_log_redaction,
@@ -56,7 +54,9 @@ from stream.security import (
     redact,
     secret_values,
 )
-from stream.settings import ENV_PREFIX, Settings, SettingsError
+from stream.config.settings import ENV_PREFIX, Settings, SettingsError
+from stream.embedded import RedisServer, TansuBroker, free_port
+from stream.generator import TrafficProfile, TrafficSimulator
 from tests.expected import expected_kpis
 from tests.harness import Topics, WorkerProcess, by_labels, wait_until, worker_env
 
@@ -447,7 +447,7 @@ def test_an_encrypted_client_key_is_a_settings_error_not_a_passphrase_prompt(
 
 
 def test_faust_config_passes_the_credentials_to_faust() -> None:
-    from stream.app import faust_config
+    from stream.runtime.app import faust_config
 
     settings = make(
         kafka_security_protocol="SASL_PLAINTEXT",
@@ -492,7 +492,7 @@ def test_missing_tls_file_is_a_settings_error(tmp_path: Path) -> None:
 def test_tls_files_without_a_tls_protocol_are_warned_about(
     caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="stream.security"):
+    with caplog.at_level(logging.WARNING, logger="stream.config.security"):
         kafka_client_kwargs(make(kafka_ssl_cafile=tmp_path / "ca.pem"))
     assert "CXSTREAM_KAFKA_SSL_CAFILE" in caplog.text and "TLS is not used" in caplog.text
 

@@ -18,7 +18,7 @@ import orjson
 import pytest
 import redis
 
-from stream import kpi
+from stream.domain import kpi
 from stream.embedded import RedisServer
 from stream.wallboard.aggregate import ALL_QUEUES
 from stream.wallboard.server import WallboardConfig

@@ -1,6 +1,6 @@
 """Grafana provisioning and dashboards: valid JSON, and every query is sound PromQL on real metrics.
 
-A query may only name a metric the exporter declares (stream.metrics_catalog), a
+A query may only name a metric the exporter declares (stream.domain.metrics_catalog), a
 recording rule of deploy/prometheus/rules/recording.yml, ``up``, or one of the
 explicitly listed metrics that an open issue is adding (support.COMING_METRICS).
 KPIs must be recombined as sums of counts: averaging (or summing) the per-worker

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from stream import kpi
 from stream.alerting.evaluator import (
     FIRING,
     RESOLVED,
@@ -22,8 +21,9 @@ from stream.alerting.evaluator import (
     observe,
 )
 from stream.alerting.rules import Rule, parse_rules
-from stream.state import DIM_SEPARATOR, dim_key
-from stream.stats import wilson_interval
+from stream.domain import kpi
+from stream.domain.state import DIM_SEPARATOR, dim_key
+from stream.domain.stats import wilson_interval
 
 WINDOWS = [("15m", 900), ("1h", 3600), ("24h", 86400)]
 T0 = 1_795_341_600_000

@@ -16,19 +16,19 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream import kpi
 from stream.alerting.evaluator import FIRING, RESOLVED, Transition
 from stream.alerting.rules import parse_rules
 from stream.alerting.service import AlertCollector, AlertService, IntervalCollector
 from stream.alerting.sink import RedisSink
-from stream.exporter import KpiCollector, build_registry
-from stream.metrics_catalog import ALERT_METRICS, ALL_METRICS, INTERVAL_METRICS, LOW_CONFIDENCE
-from stream.partition_views import decode_view, encode_view, merge
-from stream.processor import Processor
-from stream.settings import ENV_PREFIX, load_settings
-from stream.state import PartitionState, dim_key
-from stream.stats import nps_interval, wilson_interval
-from stream.windows import WindowReader
+from stream.config.settings import ENV_PREFIX, load_settings
+from stream.domain import kpi
+from stream.domain.metrics_catalog import ALERT_METRICS, ALL_METRICS, INTERVAL_METRICS, LOW_CONFIDENCE
+from stream.domain.processor import Processor
+from stream.domain.state import PartitionState, dim_key
+from stream.domain.stats import nps_interval, wilson_interval
+from stream.outputs.exporter import KpiCollector, build_registry
+from stream.query.partition_views import decode_view, encode_view, merge
+from stream.query.windows import WindowReader
 
 NOW = 1_795_341_600_000
 NOW_S = NOW // 1000

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from stream.alerting.rules import RuleError, default_rules_path, load_rules, load_rules_for, parse_rules
-from stream.settings import ENV_PREFIX, SettingsError, load_settings
+from stream.config.settings import ENV_PREFIX, SettingsError, load_settings
 
 WINDOWS = [("15m", 900), ("1h", 3600), ("24h", 86400)]
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from stream.customer_store import DictCustomerStore, RocksCustomerStore
-from stream.records import CustomerContact
+from stream.domain.customer_store import DictCustomerStore, RocksCustomerStore
+from stream.domain.records import CustomerContact
 
 MIN = 60_000
 

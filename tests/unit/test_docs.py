@@ -4,18 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stream.docgen import metrics_markdown, settings_markdown
-from stream.metrics_catalog import ALL_METRICS
+from stream.domain.metrics_catalog import ALL_METRICS
+from stream.tools.docgen import metrics_markdown, settings_markdown
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_settings_page_is_current() -> None:
-    assert (ROOT / "docs/settings.md").read_text() == settings_markdown(), "run `python -m stream.docgen`"
+    assert (ROOT / "docs/settings.md").read_text() == settings_markdown(), (
+        "run `python -m stream.tools.docgen`"
+    )
 
 
 def test_metrics_page_is_current() -> None:
-    assert (ROOT / "docs/metrics.md").read_text() == metrics_markdown(), "run `python -m stream.docgen`"
+    assert (ROOT / "docs/metrics.md").read_text() == metrics_markdown(), "run `python -m stream.tools.docgen`"
 
 
 def test_every_contract_metric_is_in_the_catalog() -> None:

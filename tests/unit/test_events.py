@@ -1,4 +1,4 @@
-"""Input validation against every rule of CONTRACT.md (stream.events)."""
+"""Input validation against every rule of CONTRACT.md (stream.domain.events)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stream.events import (
+from stream.domain.events import (
     MAX_MESSAGE_BYTES,
     ContactEnded,
     ContactStarted,

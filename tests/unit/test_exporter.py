@@ -1,4 +1,4 @@
-"""Prometheus exposition (stream.exporter) over hand-built partition states."""
+"""Prometheus exposition (stream.outputs.exporter) over hand-built partition states."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream import kpi
-from stream.exporter import KpiCollector, build_registry
-from stream.metrics_catalog import ALL_METRICS, COUNT_METRICS, OUTCOMES, RATIO_METRICS
-from stream.processor import Processor
-from stream.settings import ENV_PREFIX, load_settings
-from stream.state import PartitionState, dim_key
-from stream.windows import WindowReader
+from stream.config.settings import ENV_PREFIX, load_settings
+from stream.domain import kpi
+from stream.domain.metrics_catalog import ALL_METRICS, COUNT_METRICS, OUTCOMES, RATIO_METRICS
+from stream.domain.processor import Processor
+from stream.domain.state import PartitionState, dim_key
+from stream.outputs.exporter import KpiCollector, build_registry
+from stream.query.windows import WindowReader
 
 NOW = 1_795_341_600_000  # 2026-11-22T10:00:00Z
 NOW_S = NOW // 1000

@@ -1,10 +1,10 @@
-"""The Faust and aiokafka internals stream/transport.py overrides or mirrors, pinned to their source.
+"""The Faust and aiokafka internals stream/runtime/transport.py overrides or mirrors, pinned to their source.
 
-``stream/transport.py`` re-implements Faust's fetch loop for chunked delivery, extends its
+``stream/runtime/transport.py`` re-implements Faust's fetch loop for chunked delivery, extends its
 ack bookkeeping, subclasses the consumer thread (fetch long-poll, tansu end offsets) and
 the producer (batched writes). If an upgrade changes any of the upstream functions below,
 this test fails and names them: re-read each one against its counterpart in
-``stream/transport.py`` (and ``stream/tansu_compat.py``), carry the change over, then
+``stream/runtime/transport.py`` (and ``stream/runtime/tansu_compat.py``), carry the change over, then
 update the hash here. pyproject.toml bounds both libraries to the series checked.
 """
 
@@ -62,7 +62,7 @@ def test_overridden_upstream_internals_are_the_ones_checked() -> None:
     changed = [name for name, function in FUNCTIONS.items() if fingerprint(function) != PINNED[name]]
     assert not changed, (
         f"faust-streaming {faust.__version__} / aiokafka {aiokafka.__version__} changed internals that "
-        "stream/transport.py overrides or mirrors; re-check them against it and update the pins:\n  "
+        "stream/runtime/transport.py overrides or mirrors; re-check them against it and update the pins:\n  "
         + "\n  ".join(f"{name}: now {fingerprint(FUNCTIONS[name])}" for name in changed)
     )
 

@@ -37,11 +37,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stream import kpi
-from stream.events import MAX_MESSAGE_BYTES, EventValidator, Interaction, Rejection, Survey
-from stream.processor import InputMessage, Processor
-from stream.settings import ENV_PREFIX, Settings
-from stream.state import PartitionState
+from stream.config.settings import ENV_PREFIX, Settings
+from stream.domain import kpi
+from stream.domain.events import MAX_MESSAGE_BYTES, EventValidator, Interaction, Rejection, Survey
+from stream.domain.processor import InputMessage, Processor
+from stream.domain.state import PartitionState
 
 NOW = 1_795_341_600_000  # 2026-11-22T10:00:00Z
 MIN = 60_000

@@ -1,7 +1,7 @@
 """Unit tests for the synthetic traffic generator (pure; the Kafka producer is faked).
 
 The contract checker below is written from CONTRACT.md on purpose, independent of
-``stream.events``: the generator is the reference producer, so it must agree with
+``stream.domain.events``: the generator is the reference producer, so it must agree with
 the written contract, not merely with our own validator.
 """
 

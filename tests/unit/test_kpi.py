@@ -1,4 +1,4 @@
-"""KPI math (stream.kpi): classification boundaries and ratios from counts."""
+"""KPI math (stream.domain.kpi): classification boundaries and ratios from counts."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream import kpi
-from stream.kpi import (
+from stream.domain import kpi
+from stream.domain.kpi import (
     COUNTERS,
     N_COUNTERS,
     add_into,

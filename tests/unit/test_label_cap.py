@@ -14,10 +14,10 @@ import os
 
 import pytest
 
-from stream.commitlog import StateLogTable
-from stream.processor import Processor
-from stream.settings import ENV_PREFIX, load_settings
-from stream.state import PartitionState
+from stream.config.settings import ENV_PREFIX, load_settings
+from stream.domain.processor import Processor
+from stream.domain.state import PartitionState
+from stream.runtime.commitlog import StateLogTable
 from tests.unit.test_processor import WALL, FakeChangelog, Feed, commit, totals
 
 MIN = 60_000

@@ -1,4 +1,4 @@
-"""The package's dependency direction: domain <- query <- outputs <- runtime <- edges, no cycles.
+"""The package's dependency direction: config <- domain <- query <- outputs <- runtime <- tools, no cycles.
 
 Read from the source (every ``import`` and ``from ... import``, including the ones inside
 functions), so a lazy import cannot hide a cycle. The layers are the target design of
@@ -15,52 +15,31 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "stream"
 
-#: Lowest first. A module may import modules of its own layer or below, never above.
+#: Lowest first, each layer its own subpackage(s). A module may import modules of its own
+#: layer or below, never above.
 LAYERS: dict[str, tuple[str, ...]] = {
     # configuration and time: read by every layer
-    "base": ("stream.timeutil", "stream.settings", "stream.security", "stream.logs", "stream.retry"),
-    # typed events, state, the pure pipeline, KPI math and statistics: no Faust, no I/O
-    "domain": (
-        "stream.kpi",
-        "stream.stats",
-        "stream.events",
-        "stream.records",
-        "stream.customer_store",
-        "stream.state",
-        "stream.processor",
-        "stream.metrics_catalog",
-    ),
+    "config": ("stream.config",),
+    # typed events and records, the partition state, the pure pipeline, KPI math, statistics
+    "domain": ("stream.domain",),
     # windows over buckets; the whole contact center from partition views
-    "query": ("stream.windows", "stream.partition_views"),
+    "query": ("stream.query",),
     # what leaves a worker: Prometheus, Redis (alerts, views), the wallboard reading Redis
-    "outputs": (
-        "stream.exporter",
-        "stream.redis_keys",
-        "stream.redis_client",
-        "stream.alerting",
-        "stream.wallboard",
-    ),
+    "outputs": ("stream.outputs", "stream.alerting", "stream.wallboard"),
     # everything that knows Faust and Kafka
-    "runtime": (
-        "stream.transport",
-        "stream.tansu_compat",
-        "stream.commitlog",
-        "stream.topics",
-        "stream.app",
-        "stream.worker",
-    ),
-    # command line, tools, local infrastructure
-    "edges": (
+    "runtime": ("stream.runtime",),
+    # the command line and the tools around the worker
+    "tools": (
         "stream",
         "stream.__main__",
         "stream.cli",
-        "stream.replay",
+        "stream.tools",
         "stream.generator",
         "stream.embedded",
-        "stream.demo",
-        "stream.docgen",
     ),
 }
+#: The only modules directly in ``stream/``: the package, ``python -m stream`` and the CLI.
+TOP_LEVEL = {"stream", "stream.__main__", "stream.cli"}
 ORDER = list(LAYERS)
 
 
@@ -106,6 +85,12 @@ def imports() -> dict[str, set[str]]:
 def test_every_module_has_a_layer() -> None:
     for module in imports():
         layer_of(module)
+
+
+def test_every_module_lives_in_its_layers_subpackage() -> None:
+    loose = sorted(m for m in imports() if m.count(".") == 1 and m not in TOP_LEVEL)
+    packages = {m for m in imports() if (PACKAGE.parent / m.replace(".", "/") / "__init__.py").exists()}
+    assert not [m for m in loose if m not in packages], f"modules outside a layer's subpackage: {loose}"
 
 
 def test_imports_only_point_down() -> None:

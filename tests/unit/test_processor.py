@@ -1,4 +1,4 @@
-"""The batch pipeline (stream.processor): validate, dedup, join, bucket, expire.
+"""The batch pipeline (stream.domain.processor): validate, dedup, join, bucket, expire.
 
 Everything runs on plain PartitionState objects: no broker, no Faust worker. Where
 a test needs the effect of a committed batch (dedup batches, cleared dirty sets),
@@ -15,11 +15,11 @@ from typing import Any
 import orjson
 import pytest
 
-from stream import kpi
-from stream.commitlog import StateLogTable
-from stream.processor import DeadLetter, InputMessage, Processor, rebuild_expiry_queues
-from stream.settings import ENV_PREFIX, load_settings
-from stream.state import UNKNOWN, PartitionState, dim_key
+from stream.config.settings import ENV_PREFIX, load_settings
+from stream.domain import kpi
+from stream.domain.processor import DeadLetter, InputMessage, Processor, rebuild_expiry_queues
+from stream.domain.state import UNKNOWN, PartitionState, dim_key
+from stream.runtime.commitlog import StateLogTable
 
 I_TOPIC = "cx.interactions"
 S_TOPIC = "cx.surveys"

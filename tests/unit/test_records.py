@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import orjson
 
-from stream.commitlog import StateLogTable
-from stream.processor import Processor
-from stream.records import (
+from stream.config.settings import load_settings
+from stream.domain.processor import Processor
+from stream.domain.records import (
     Contact,
     CustomerContact,
     PendingEnd,
@@ -21,8 +21,8 @@ from stream.records import (
     encoder,
     history_from_changelog,
 )
-from stream.settings import load_settings
-from stream.state import PartitionState
+from stream.domain.state import PartitionState
+from stream.runtime.commitlog import StateLogTable
 from tests.unit.test_processor import WALL, Feed, commit, totals
 
 MIN = 60_000

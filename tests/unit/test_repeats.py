@@ -13,10 +13,10 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream import kpi
-from stream.processor import InputMessage, Processor, customer_partition, customer_topic_name
-from stream.settings import load_settings
-from stream.state import TRANSITION_MARK, PartitionState
+from stream.config.settings import load_settings
+from stream.domain import kpi
+from stream.domain.processor import InputMessage, Processor, customer_partition, customer_topic_name
+from stream.domain.state import TRANSITION_MARK, PartitionState
 
 HOUR = 3_600_000
 NOW = 1_800_000_000_000

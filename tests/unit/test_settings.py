@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from stream.settings import ENV_PREFIX, Settings, SettingsError, load_settings
+from stream.config.settings import ENV_PREFIX, Settings, SettingsError, load_settings
 
 
 @pytest.fixture(autouse=True)

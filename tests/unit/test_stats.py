@@ -1,4 +1,4 @@
-"""Confidence intervals (stream.stats): known values, and properties over every input."""
+"""Confidence intervals (stream.domain.stats): known values, and properties over every input."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream import kpi, stats
-from stream.stats import Z95, kpi_interval, nps_interval, sample_size, wilson_interval, z_for
+from stream.domain import kpi, stats
+from stream.domain.stats import Z95, kpi_interval, nps_interval, sample_size, wilson_interval, z_for
 
 counts_n = st.integers(min_value=1, max_value=100_000)
 

@@ -1,4 +1,4 @@
-"""Durations and contract timestamps (stream.timeutil)."""
+"""Durations and contract timestamps (stream.config.timeutil)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream.timeutil import format_duration, now_ms, parse_duration, parse_event_time_ms
+from stream.config.timeutil import format_duration, now_ms, parse_duration, parse_event_time_ms
 
 # 2026-11-22T10:00:00Z, computed independently of the module under test.
 T0_MS = 1_795_341_600_000
@@ -187,7 +187,7 @@ def test_now_ms_is_wall_clock_ms() -> None:
 
 
 def test_backoff_doubles_to_its_cap_with_bounded_jitter() -> None:
-    from stream.retry import REDIS_BACKOFF, Backoff
+    from stream.config.retry import REDIS_BACKOFF, Backoff
 
     plain = Backoff(0.5, 10.0, jitter=0)
     assert [plain.delay(n) for n in (1, 2, 3, 5, 6, 100)] == [0.5, 1.0, 2.0, 8.0, 10.0, 10.0]

@@ -1,4 +1,4 @@
-"""Offset bookkeeping of chunked delivery (stream/transport.py), without a broker.
+"""Offset bookkeeping of chunked delivery (stream/runtime/transport.py), without a broker.
 
 Acking one chunk message must ack every offset it carries, exactly once, and never
 offsets below the committed one: Faust commits the highest contiguous acked offset,
@@ -16,7 +16,7 @@ import pytest
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 
-from stream.transport import ChunkedConsumer, OrderedWrites, RecordChunk
+from stream.runtime.transport import ChunkedConsumer, OrderedWrites, RecordChunk
 
 TOPIC_PARTITION = TP("cx.interactions", 0)
 
@@ -193,7 +193,7 @@ def test_fair_order_goes_round_robin_over_topics() -> None:
     """A topic with many fetched partitions must not starve the others (Faust's scheduler)."""
     from faust.types import TP
 
-    from stream.transport import fair_order
+    from stream.runtime.transport import fair_order
 
     fetched = [TP("interactions", p) for p in range(4)] + [TP("surveys", 0), TP("customers", 2)]
     assert fair_order(fetched) == [

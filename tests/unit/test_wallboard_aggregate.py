@@ -8,9 +8,9 @@ from typing import Any
 import orjson
 import pytest
 
-from stream import kpi
-from stream.partition_views import GlobalView, ViewError, decode_view, decode_views, merge
-from stream.stats import wilson_interval
+from stream.domain import kpi
+from stream.domain.stats import wilson_interval
+from stream.query.partition_views import GlobalView, ViewError, decode_view, decode_views, merge
 from stream.wallboard.aggregate import (
     ALL_QUEUES,
     TILES,

@@ -1,4 +1,4 @@
-"""Rolling windows as bucket sums (stream.windows), including the hour-rollup cache."""
+"""Rolling windows as bucket sums (stream.query.windows), including the hour-rollup cache."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream import kpi
-from stream.state import PartitionState, dim_key
-from stream.windows import WindowReader
+from stream.domain import kpi
+from stream.domain.state import PartitionState, dim_key
+from stream.query.windows import WindowReader
 
 DIM = dim_key("billing", "voice")
 OTHER = dim_key("sales", "chat")

@@ -1,6 +1,6 @@
 """Every ratio a worker exports is a ratio of counts made on that worker.
 
-The pipeline runs in-process (:class:`stream.replay.Replay`, the worker's own code with
+The pipeline runs in-process (:class:`stream.tools.replay.Replay`, the worker's own code with
 the customer re-keying between partitions), then its partitions are dealt to 1-4
 workers at random, as a consumer group would. For every worker, each exported ratio,
 average and interval must stay in its range (a repeat-contact ratio above 1 is the
@@ -23,12 +23,12 @@ from hypothesis import strategies as st
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream import kpi, stats
-from stream.exporter import KpiCollector, build_registry
-from stream.replay import Replay
-from stream.settings import ENV_PREFIX, load_settings
-from stream.state import TRANSITION_MARK, PartitionState
-from stream.windows import WindowReader
+from stream.config.settings import ENV_PREFIX, load_settings
+from stream.domain import kpi, stats
+from stream.domain.state import TRANSITION_MARK, PartitionState
+from stream.outputs.exporter import KpiCollector, build_registry
+from stream.query.windows import WindowReader
+from stream.tools.replay import Replay
 from tests.expected import RATIO_RANGES as RANGES
 
 NOW = 1_795_341_600_000  # 2026-11-22T10:00:00Z

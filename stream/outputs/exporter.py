@@ -13,8 +13,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from stream.kpi import CHANNEL_SWITCHES, derived_kpis, survey_response_ratios, zero_counts
-from stream.metrics_catalog import (
+from stream.config.timeutil import now_ms
+from stream.domain.kpi import CHANNEL_SWITCHES, derived_kpis, survey_response_ratios, zero_counts
+from stream.domain.metrics_catalog import (
     COUNT_METRICS,
     EVENTS_TOTAL,
     INTERNAL_OUTCOMES,
@@ -25,10 +26,9 @@ from stream.metrics_catalog import (
     SWITCH_TRANSITIONS,
     TRANSITION_LABELS,
 )
-from stream.processor import Processor
-from stream.state import TRANSITION_MARK, PartitionState, split_dim_key
-from stream.timeutil import now_ms
-from stream.windows import WindowReader
+from stream.domain.processor import Processor
+from stream.domain.state import TRANSITION_MARK, PartitionState, split_dim_key
+from stream.query.windows import WindowReader
 
 
 class KpiCollector(Collector):

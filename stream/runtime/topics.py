@@ -15,8 +15,8 @@ import logging
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from stream.security import kafka_client_kwargs
-from stream.settings import Settings
+from stream.config.security import kafka_client_kwargs
+from stream.config.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ class TopicConfigError(RuntimeError):
 
 async def ensure_topics(settings: Settings, *, timeout: float = 30.0) -> None:
     """Create the input and dead-letter topics if needed; verify partition counts."""
-    from stream.processor import customer_topic_name
+    from stream.domain.processor import customer_topic_name
 
     names = [
         settings.topic_interactions,

@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from stream.settings import Settings, SettingsError
+from stream.config.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Per-call socket timeouts and no hidden retries, so a dead or frozen Redis shows up in
 seconds as an error the caller handles (buffering, backoff with
-:data:`stream.retry.REDIS_BACKOFF`, a stale banner) instead of hanging a timer, a
+:data:`stream.config.retry.REDIS_BACKOFF`, a stale banner) instead of hanging a timer, a
 request or the worker.
 """
 

@@ -22,9 +22,9 @@ from typing import Any
 
 import msgspec
 
-from stream.records import History, encoder
+from stream.domain.records import History, encoder
 
-#: RocksDB values are the changelog's encoding of a history (stream.records).
+#: RocksDB values are the changelog's encoding of a history (stream.domain.records).
 _decode_history = msgspec.json.Decoder(History).decode
 
 #: RocksDB memory budget per partition: 8 MB memtables x 2 + 32 MB block cache.

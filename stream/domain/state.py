@@ -2,12 +2,12 @@
 
 One :class:`PartitionState` holds everything derived from one partition number
 of the (co-partitioned) input topics. It is plain Python dicts, so the hot path
-is dict operations only; :mod:`stream.commitlog` makes it durable by writing the
+is dict operations only; :mod:`stream.runtime.commitlog` makes it durable by writing the
 keys a batch touched, plus a commit marker, to a Faust changelog.
 
 Buckets are keyed by their event-time start (epoch seconds) and hold one
-counter vector (:mod:`stream.kpi`) per dimension key ``"queue\\x1fchannel"``.
-A rolling window is a sum of buckets at read time (:mod:`stream.windows`); we
+counter vector (:mod:`stream.domain.kpi`) per dimension key ``"queue\\x1fchannel"``.
+A rolling window is a sum of buckets at read time (:mod:`stream.query.windows`); we
 expire buckets ourselves instead of using Faust's windowed tables, which close
 windows by wall clock and stop expiring after recovery (faust-streaming #385, #193).
 """
@@ -19,14 +19,14 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from stream.customer_store import DictCustomerStore
-from stream.kpi import N_COUNTERS, Counts, upgrade_counts
-from stream.records import Contact
+from stream.domain.customer_store import DictCustomerStore
+from stream.domain.kpi import N_COUNTERS, Counts, upgrade_counts
+from stream.domain.records import Contact
 
 DIM_SEPARATOR = "\x1f"
 UNKNOWN = "unknown"
 
-# Changelog key prefixes (see stream.commitlog).
+# Changelog key prefixes (see stream.runtime.commitlog).
 BUCKET_PREFIX = "b:"
 CONTACT_PREFIX = "c:"
 DEDUP_PREFIX = "d:"
@@ -61,7 +61,7 @@ class BatchChanges:
     """What one batch (or tick) changed, taken from the state by :meth:`PartitionState.take_changes`.
 
     The one place a batch's bookkeeping ends: the live worker persists it
-    (:func:`stream.commitlog.changelog_records`), replay drops it; both get the same
+    (:func:`stream.runtime.commitlog.changelog_records`), replay drops it; both get the same
     state afterwards (dedup batches registered for expiry, change sets cleared).
     """
 
@@ -85,10 +85,10 @@ class PartitionState:
     offsets: dict[str, int] = field(default_factory=dict)
     #: bucket start (epoch s) -> dimension key -> counter vector.
     buckets: dict[int, dict[str, Counts]] = field(default_factory=dict)
-    #: contact_id -> its record (stream.records.Contact).
+    #: contact_id -> its record (stream.domain.records.Contact).
     contacts: dict[str, Contact] = field(default_factory=dict)
-    #: customer_id -> recent contacts, oldest first (see stream.processor).
-    #: A DictCustomerStore or RocksCustomerStore (stream.customer_store).
+    #: customer_id -> recent contacts, oldest first (see stream.domain.processor).
+    #: A DictCustomerStore or RocksCustomerStore (stream.domain.customer_store).
     customers: Any = field(default_factory=DictCustomerStore)
     #: "<topic code><event_id>" -> input offset where it was first seen.
     dedup: dict[str, int] = field(default_factory=dict)

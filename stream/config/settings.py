@@ -21,7 +21,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from stream.timeutil import format_duration, parse_duration
+from stream.config.timeutil import format_duration, parse_duration
 
 ENV_PREFIX = "CXSTREAM_"
 

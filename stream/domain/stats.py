@@ -13,7 +13,7 @@ small samples a queue sees in a 15-minute window:
   ``Var(P - D) = (P + D - (P - D)^2) / n``. Scaled to the NPS range -100..100.
 
 ``kpi_interval(key, counts)`` binds those methods to the counter vector of
-:mod:`stream.kpi`; the sample size of a ratio is always its denominator.
+:mod:`stream.domain.kpi`; the sample size of a ratio is always its denominator.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Final, Literal
 
-from stream import kpi
+from stream.domain import kpi
 
 #: z for a two-sided 95% interval.
 Z95: Final = 1.959963984540054
@@ -85,7 +85,7 @@ def nps_interval(promoters: float, passives: float, detractors: float, z: float 
 # -- binding to the counter vector ---------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class KpiSample:
-    """How one derived KPI (a key of :func:`stream.kpi.derived_kpis`) is estimated.
+    """How one derived KPI (a key of :func:`stream.domain.kpi.derived_kpis`) is estimated.
 
     ``method``: ``wilson`` (a proportion ``numerator / denominator``), ``nps``, or
     ``none`` (an average: no interval from counts alone, but still a sample size).

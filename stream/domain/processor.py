@@ -1,11 +1,11 @@
 """The event pipeline for one batch of one partition: validate, dedup, join, bucket.
 
-Pure logic over :class:`stream.state.PartitionState`, with no Faust and no I/O,
+Pure logic over :class:`stream.domain.state.PartitionState`, with no Faust and no I/O,
 so the whole path from raw bytes to counts is unit-testable and benchmarkable on
-its own. The Faust agent (:mod:`stream.app`) feeds it batches and persists what
+its own. The Faust agent (:mod:`stream.runtime.app`) feeds it batches and persists what
 it changed.
 
-Contact records and customer histories are the typed records of :mod:`stream.records`.
+Contact records and customer histories are the typed records of :mod:`stream.domain.records`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ from typing import Protocol
 
 import msgspec
 
-from stream import kpi, records
-from stream.events import (
+from stream.config.settings import Settings
+from stream.config.timeutil import WindowClock
+from stream.domain import kpi, records
+from stream.domain.events import (
     ContactEnded,
     ContactStarted,
     ContactTransferred,
@@ -29,7 +31,7 @@ from stream.events import (
     Rejection,
     Survey,
 )
-from stream.records import (
+from stream.domain.records import (
     Contact,
     ContactStart,
     CustomerContact,
@@ -38,9 +40,7 @@ from stream.records import (
     PendingEnd,
     PendingSurvey,
 )
-from stream.settings import Settings
-from stream.state import DIM_SEPARATOR, TRANSITION_MARK, UNKNOWN, PartitionState, dim_key
-from stream.timeutil import WindowClock
+from stream.domain.state import DIM_SEPARATOR, TRANSITION_MARK, UNKNOWN, PartitionState, dim_key
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from stream.kpi import Counts, add_into, zero_counts
-from stream.state import PartitionState
+from stream.domain.kpi import Counts, add_into, zero_counts
+from stream.domain.state import PartitionState
 
 HOUR = 3600
 WindowTotals = dict[str, dict[str, Counts]]  # window label -> dimension key -> counts

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Annotated, ClassVar, Final, Literal, TypeVar
 import msgspec
 import orjson
 
-from stream.timeutil import parse_event_time_ms
+from stream.config.timeutil import parse_event_time_ms
 
 CHANNELS: Final = frozenset({"voice", "chat", "email", "sms", "social", "messaging", "web"})
 INTERACTION_TYPES: Final = frozenset({"contact_started", "contact_transferred", "contact_ended"})

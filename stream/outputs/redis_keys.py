@@ -33,7 +33,7 @@ class RedisKeys:
         self.epoch = f"{prefix}:alerts:epoch"
         #: string: the evaluator's pending alerts, `for` and cooldown timers, for a successor
         self.evaluator = f"{prefix}:alerts:evaluator"
-        # -- KPI views (stream.partition_views) -----------------------------------------
+        # -- KPI views (stream.query.partition_views) -----------------------------------------
         #: hash: partition number -> JSON view of that partition's window totals
         self.views = f"{prefix}:kpi:partitions"
         #: hash: partition number -> "<position>:<written at ms>" of the stored view

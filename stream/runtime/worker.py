@@ -6,7 +6,7 @@ import asyncio
 import gc
 import logging
 
-from stream.settings import Settings
+from stream.config.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -15,9 +15,9 @@ def run_worker(settings: Settings) -> None:
     """Check topics, build the app and run the Faust worker until stopped."""
     from faust.worker import Worker
 
-    from stream.app import create_app
-    from stream.security import describe_kafka_security, install_log_redaction
-    from stream.topics import ensure_topics
+    from stream.config.security import describe_kafka_security, install_log_redaction
+    from stream.runtime.app import create_app
+    from stream.runtime.topics import ensure_topics
 
     install_log_redaction(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)

@@ -28,11 +28,11 @@ from typing import Any, TextIO
 
 import orjson
 
-from stream.kpi import COUNTERS, derived_kpis
-from stream.processor import InputMessage, Processor, customer_partition, customer_topic_name
-from stream.settings import Settings, load_settings
-from stream.state import TRANSITION_MARK, PartitionState, split_dim_key
-from stream.windows import WindowReader, WindowTotals
+from stream.config.settings import Settings, load_settings
+from stream.domain.kpi import COUNTERS, derived_kpis
+from stream.domain.processor import InputMessage, Processor, customer_partition, customer_topic_name
+from stream.domain.state import TRANSITION_MARK, PartitionState, split_dim_key
+from stream.query.windows import WindowReader, WindowTotals
 
 CHUNK = 5000
 
@@ -205,7 +205,7 @@ def write_output(totals: WindowTotals, replay: Replay, fmt: str, out: TextIO) ->
     elif fmt == "prometheus":
         from prometheus_client import generate_latest
 
-        from stream.exporter import KpiCollector, build_registry
+        from stream.outputs.exporter import KpiCollector, build_registry
 
         collector = KpiCollector(
             lambda: replay.states,

@@ -84,7 +84,7 @@ class CustomerContact(msgspec.Struct, array_like=True, gc=False):
     dim: str
     reason: str | None
     contact_id: str
-    #: REPEAT / SWITCH / SAME_REASON bits as last counted (stream.processor).
+    #: REPEAT / SWITCH / SAME_REASON bits as last counted (stream.domain.processor).
     flags: int = 0
     #: The previous contact's channel when it was counted as a switch.
     previous_channel: str | None = None

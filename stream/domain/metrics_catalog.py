@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from stream import kpi, stats
+from stream.domain import kpi, stats
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,7 +23,7 @@ class MetricSpec:
     #: For ``count``: index into the counter vector. For ``ratio``: key in kpi.derived_kpis.
     source: int | str | None = None
     contract: bool = True
-    #: Label names when they are not the default of the kind (None: ask stream.docgen).
+    #: Label names when they are not the default of the kind (None: ask stream.tools.docgen).
     labels: tuple[str, ...] | None = None
 
 

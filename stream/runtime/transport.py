@@ -64,7 +64,7 @@ class CxApp(faust.App):
 
     chunked_topics: frozenset[str] = frozenset()
     fetch_max_wait_ms: int = FAUST_FETCH_MAX_WAIT_MS
-    #: Read recovery end offsets the tansu way (stream.tansu_compat); never on Apache Kafka.
+    #: Read recovery end offsets the tansu way (stream.runtime.tansu_compat); never on Apache Kafka.
     tansu_compat: bool = False
 
     def _new_transport(self) -> Any:
@@ -92,7 +92,7 @@ class TunedConsumerThread(driver.AIOKafkaConsumerThread):
         """Recovery's end offsets; on tansu read forward past its ListOffsets answer (tansu_compat)."""
         if not getattr(self.app, "tansu_compat", False) or self.consumer.in_transaction:
             return await super()._highwaters(partitions)
-        from stream.tansu_compat import true_end_offsets
+        from stream.runtime.tansu_compat import true_end_offsets
 
         conf = self.app.conf
         auth = driver.credentials_to_aiokafka_auth(conf.broker_credentials, conf.ssl_context)

@@ -30,10 +30,10 @@ from typing import Any
 
 import orjson
 
-from stream import kpi
-from stream.kpi import Counts
-from stream.state import TRANSITION_MARK, UNKNOWN, PartitionState, dim_key, split_dim_key
-from stream.windows import WindowTotals
+from stream.domain import kpi
+from stream.domain.kpi import Counts
+from stream.domain.state import TRANSITION_MARK, UNKNOWN, PartitionState, dim_key, split_dim_key
+from stream.query.windows import WindowTotals
 
 VIEW_VERSION = 1
 

@@ -18,10 +18,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from stream.alerting.rules import load_rules_for
 from stream.alerting.service import AlertService, build_service, collectors
-from stream.commitlog import StateLogTable
-from stream.customer_store import customer_store_factory
-from stream.exporter import KpiCollector, build_registry
-from stream.processor import (
+from stream.config.settings import Settings
+from stream.config.timeutil import now_ms
+from stream.domain.customer_store import customer_store_factory
+from stream.domain.processor import (
     DeadLetter,
     Processor,
     RawMessage,
@@ -29,11 +29,11 @@ from stream.processor import (
     customer_topic_name,
     rebuild_expiry_queues,
 )
-from stream.settings import Settings
-from stream.state import PartitionState
-from stream.timeutil import now_ms
-from stream.transport import MAX_BATCH_BYTES, CxApp, RecordChunk
-from stream.windows import WindowReader
+from stream.domain.state import PartitionState
+from stream.outputs.exporter import KpiCollector, build_registry
+from stream.query.windows import WindowReader
+from stream.runtime.commitlog import StateLogTable
+from stream.runtime.transport import MAX_BATCH_BYTES, CxApp, RecordChunk
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +65,12 @@ class CxStream:
 
 def faust_config(settings: Settings) -> dict[str, Any]:
     """Faust settings derived from ours, with the reasons for the non-defaults."""
-    from stream.security import faust_broker_credentials
+    from stream.config.security import faust_broker_credentials
 
     session_timeout = settings.session_timeout
     return {
         "broker": settings.broker,
-        # SASL (PLAIN/SCRAM) and TLS for every Faust client: see stream/security.py.
+        # SASL (PLAIN/SCRAM) and TLS for every Faust client: see stream/config/security.py.
         "broker_credentials": faust_broker_credentials(settings),
         "store": "memory://",
         "datadir": str(settings.data_dir / "faust"),
@@ -90,7 +90,7 @@ def faust_config(settings: Settings) -> dict[str, Any]:
         "table_standby_replicas": 0,
         "stream_buffer_maxsize": 65536,
         "producer_linger": 0.005,
-        # Whole commits go out as producer batches (stream/transport.py).
+        # Whole commits go out as producer batches (stream/runtime/transport.py).
         "producer_max_batch_size": MAX_BATCH_BYTES,
         # A dead letter is a rejected input plus headers, so the producer must take more
         # than the largest input the broker accepts (Faust's default, 1,000,000 bytes, is
@@ -107,7 +107,9 @@ def create_app(settings: Settings) -> CxStream:
     app.fetch_max_wait_ms = int(settings.fetch_max_wait * 1000)
     app.tansu_compat = settings.tansu_compat
     if settings.tansu_compat:
-        log.info("tansu compatibility on: recovery reads to the true end offset (stream/tansu_compat.py)")
+        log.info(
+            "tansu compatibility on: recovery reads to the true end offset (stream/runtime/tansu_compat.py)"
+        )
     # Faust hard-codes a 100-message producer buffer; each batch writes more than that.
     app.producer.buffer.max_messages = settings.producer_buffer_max
 
@@ -126,7 +128,7 @@ def create_app(settings: Settings) -> CxStream:
         key_serializer="raw",
         value_serializer="raw",
     )
-    # Input topics arrive as one message per fetched chunk (stream/transport.py).
+    # Input topics arrive as one message per fetched chunk (stream/runtime/transport.py).
     app.chunked_topics = frozenset(
         (settings.topic_interactions, settings.topic_surveys, customer_topic_name_)
     )

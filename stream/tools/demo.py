@@ -187,8 +187,8 @@ async def _generate_and_watch(
     duration: float | None,
 ) -> int:
     from stream import generator
-    from stream.security import kafka_client_kwargs
-    from stream.settings import load_settings
+    from stream.config.security import kafka_client_kwargs
+    from stream.config.settings import load_settings
 
     settings = load_settings(broker=env["CXSTREAM_BROKER"])
     stop = asyncio.Event()

@@ -29,10 +29,10 @@ import faust
 import orjson
 from faust.types import TP, EventT
 
-from stream.kpi import upgrade_counts
-from stream.records import contact_from_changelog, history_from_changelog
-from stream.records import encoder as records_encoder
-from stream.state import (
+from stream.domain.kpi import upgrade_counts
+from stream.domain.records import contact_from_changelog, history_from_changelog
+from stream.domain.records import encoder as records_encoder
+from stream.domain.state import (
     BUCKET_PREFIX,
     CONTACT_PREFIX,
     CUSTOMER_PREFIX,
@@ -42,7 +42,7 @@ from stream.state import (
     DedupBatch,
     PartitionState,
 )
-from stream.transport import BatchingProducer
+from stream.runtime.transport import BatchingProducer
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ class StateLogTable(faust.Table):
     ) -> None:
         """Send one commit's records to the changelog partition as producer batches, in order.
 
-        Needs cxstream's producer (stream/transport.py ``BatchingProducer``), which
+        Needs cxstream's producer (stream/runtime/transport.py ``BatchingProducer``), which
         Faust's pre-commit flush waits for.
         """
         producer = cast(BatchingProducer, self.app.producer)

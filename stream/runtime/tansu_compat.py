@@ -5,7 +5,7 @@ tansu answers ListOffsets(latest) with "first offset of the last record batch
 changelog up to that "highwater" and stops, so recovery can end before the last
 records and lose committed state. With ``CXSTREAM_TANSU_COMPAT=true`` (set by
 ``cxstream demo`` and the test fixtures; never needed on Apache Kafka) the app's
-own consumer thread (:class:`stream.transport.TunedConsumerThread`) asks
+own consumer thread (:class:`stream.runtime.transport.TunedConsumerThread`) asks
 :func:`true_end_offsets` instead, which reads forward from tansu's answer until
 the partition is exhausted. Nothing is patched process-wide: another Faust app
 in the same process is unaffected.
