@@ -191,6 +191,24 @@ async def produce_records(
     return sent
 
 
+def ces_answer(
+    topics: Topics, contact: str, queue: str, score: int, ts_ms: int | None = None
+) -> tuple[str, str, bytes]:
+    """One CES answer on the surveys topic (agree_1_7: <=3 is high effort, >=5 easy), with its
+    queue and channel given so it counts at once; ``ts_ms`` defaults to now."""
+    value = {
+        "event_id": f"e-{contact}",
+        "contact_id": contact,
+        "metric": "ces",
+        "score": score,
+        "scale": "agree_1_7",
+        "queue": queue,
+        "channel": "voice",
+        "timestamp": int(time.time() * 1000) if ts_ms is None else ts_ms,
+    }
+    return topics.surveys, contact, orjson.dumps(value)
+
+
 def write_recording(path: Path, records: Iterable[tuple[str, str, Any]]) -> Path:
     """A ``cxstream replay`` file from (topic, key, value) records."""
     path.write_bytes(

@@ -41,9 +41,9 @@ import contextlib
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import orjson
 import redis.asyncio as aioredis
@@ -159,6 +159,9 @@ for i = 3, #ARGV, 3 do
 end
 return written
 """
+
+#: What :meth:`RedisSink._attempt` returns when Redis could not answer.
+_FAILED: Final = object()
 
 #: A stored view older than this is replaced even by one at a lower position (the topics were
 #: reset, or the partition's new owner cannot catch up): a view never blocks its partition.
@@ -328,13 +331,8 @@ class RedisSink:
     # -- reads ------------------------------------------------------------------------------------
     async def read_active_raw(self, operation: str = "seed") -> dict[str, str] | None:
         """``<p>:alerts:active`` as stored (id -> JSON text), or None if Redis cannot be read."""
-        try:
-            raw: dict[str, str] = await self._call(self.client.hgetall(self.keys.active))
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._failed(operation, exc)
-            return None
-        self._succeeded()
-        return raw
+        raw = await self._attempt(operation, self.client.hgetall(self.keys.active))
+        return None if raw is _FAILED else raw
 
     async def read_active(self, operation: str = "seed") -> dict[str, dict[str, Any]] | None:
         """``<p>:alerts:active`` decoded (unreadable entries skipped), or None on failure."""
@@ -343,67 +341,53 @@ class RedisSink:
 
     async def refresh_controls(self, now_ms: int | None = None) -> Controls:
         """Read acks and snoozes; on failure keep (and return) the last good copy."""
-        try:
-            async with self.client.pipeline(transaction=False) as pipe:
-                pipe.hgetall(self.keys.acks)
-                pipe.hgetall(self.keys.snoozes)
-                acks_raw, snoozes_raw = await self._call(pipe.execute())
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._failed("controls", exc)
-            return self.controls
-        self._succeeded()
-        self.controls = parse_controls(acks_raw, snoozes_raw)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(self.keys.acks)
+        pipe.hgetall(self.keys.snoozes)
+        replies = await self._attempt("controls", pipe.execute())
+        if replies is not _FAILED:
+            self.controls = parse_controls(*replies)
         return self.controls
 
     # -- the evaluator lease ---------------------------------------------------------------------
     async def claim_lease(self, holder: str, ttl_ms: int, last_epoch: int | None) -> LeaseClaim | None:
         """Take or renew the evaluator lease for ``holder``; None when Redis cannot be reached."""
-        try:
-            held, epoch, current = await self._call(
-                self._claim(
-                    keys=[self.keys.lease, self.keys.epoch],
-                    args=[holder, ttl_ms, "" if last_epoch is None else str(last_epoch)],
-                )
-            )
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._failed("lease", exc)
+        reply = await self._attempt(
+            "lease",
+            self._claim(
+                keys=[self.keys.lease, self.keys.epoch],
+                args=[holder, ttl_ms, "" if last_epoch is None else str(last_epoch)],
+            ),
+        )
+        if reply is _FAILED:
             return None
-        self._succeeded()
+        held, epoch, current = reply
         return LeaseClaim(bool(held), int(epoch), str(current))
 
     async def release_lease(self, holder: str) -> bool:
         """Give the lease up (worker stopping) so another worker takes over at once."""
-        try:
-            return bool(await self._call(self._release(keys=[self.keys.lease], args=[holder])))
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._failed("lease", exc)
-            return False
+        released = await self._attempt("lease", self._release(keys=[self.keys.lease], args=[holder]))
+        return released is not _FAILED and bool(released)
 
     async def write_evaluator_state(self, state: str) -> bool | None:
         """Store the evaluator's timers for a successor: True written, False fenced, None failed."""
         if self.epoch is None:
             return False
-        try:
-            result = await self._call(
-                self._write_state(keys=[self.keys.epoch, self.keys.evaluator], args=[str(self.epoch), state])
-            )
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._failed("lease", exc)
-            return None
-        self._succeeded()
-        return bool(result == 1)
+        result = await self._attempt(
+            "lease",
+            self._write_state(keys=[self.keys.epoch, self.keys.evaluator], args=[str(self.epoch), state]),
+        )
+        return None if result is _FAILED else bool(result == 1)
 
     async def read_takeover(self) -> tuple[dict[str, str], str | None] | None:
         """``<p>:alerts:active`` as stored and the previous evaluator's state, for a new evaluator."""
-        try:
-            async with self.client.pipeline(transaction=False) as pipe:
-                pipe.hgetall(self.keys.active)
-                pipe.get(self.keys.evaluator)
-                active, state = await self._call(pipe.execute())
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._failed("seed", exc)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(self.keys.active)
+        pipe.get(self.keys.evaluator)
+        replies = await self._attempt("seed", pipe.execute())
+        if replies is _FAILED:
             return None
-        self._succeeded()
+        active, state = replies
         return active, state
 
     # -- partition views -----------------------------------------------------------------------
@@ -414,31 +398,32 @@ class RedisSink:
         args: list[Any] = [now_ms, VIEW_TAKEOVER_MS]
         for partition, position, text in views:
             args += [partition, position, text]
-        try:
-            written = await self._call(
-                self._write_views(keys=[self.keys.views, self.keys.view_positions], args=args)
-            )
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._failed("snapshot", exc)
-            return None
-        self._succeeded()
-        return int(written)
+        written = await self._attempt(
+            "snapshot", self._write_views(keys=[self.keys.views, self.keys.view_positions], args=args)
+        )
+        return None if written is _FAILED else int(written)
 
     async def read_views(self) -> dict[str, str] | None:
         """``<p>:kpi:partitions`` as stored (partition -> view JSON), or None on failure."""
-        try:
-            raw: dict[str, str] = await self._call(self.client.hgetall(self.keys.views))
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._failed("views", exc)
-            return None
-        self._succeeded()
-        return raw
+        raw = await self._attempt("views", self.client.hgetall(self.keys.views))
+        return None if raw is _FAILED else raw
 
     async def close(self) -> None:
         with contextlib.suppress(RedisError, OSError):
             await self.client.aclose()
 
     # -- internals ---------------------------------------------------------------------------
+    async def _attempt(self, operation: str, awaitable: Awaitable[Any]) -> Any:
+        """Await one Redis call: its reply, or ``_FAILED`` once the failure is counted and
+        every call backs off (the one shape of every read and write here)."""
+        try:
+            reply = await self._call(awaitable)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._failed(operation, exc)
+            return _FAILED
+        self._succeeded()
+        return reply
+
     async def _call(self, awaitable: Any) -> Any:
         # The client has its own socket timeouts; this bounds the whole call (connect + reply).
         return await asyncio.wait_for(awaitable, timeout=self.timeout * 2)

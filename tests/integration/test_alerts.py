@@ -25,7 +25,7 @@ import pytest
 import redis
 
 from stream.embedded import RedisServer
-from tests.harness import Samples, Topics, WorkerProcess, produce_records, wait_until
+from tests.harness import Samples, Topics, WorkerProcess, ces_answer, produce_records, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -86,18 +86,7 @@ def start(start_worker: Any, rules_file: Path, prefix: str) -> WorkerProcess:
 def ces(topics: Topics, queue: str, score: int, ts_ms: int) -> tuple[str, str, bytes]:
     """One CES answer (agree_1_7: <=3 is high effort, >=5 easy) with queue and channel given."""
     n = next(_ids)
-    contact = f"c-{queue}-{n}-{uuid.uuid4().hex[:6]}"
-    value = {
-        "event_id": f"e-{contact}",
-        "contact_id": contact,
-        "metric": "ces",
-        "score": score,
-        "scale": "agree_1_7",
-        "queue": queue,
-        "channel": "voice",
-        "timestamp": ts_ms,
-    }
-    return topics.surveys, contact, orjson.dumps(value)
+    return ces_answer(topics, f"c-{queue}-{n}-{uuid.uuid4().hex[:6]}", queue, score, ts_ms)
 
 
 def send(broker: Any, records: list[tuple[str, str, bytes]]) -> None:

@@ -34,7 +34,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from stream.embedded import RedisServer
 from stream.query.partition_views import decode_views, merge
 from tests.expected import RATIO_RANGES as RANGES
-from tests.harness import Topics, WorkerProcess, _get, produce_records, wait_until
+from tests.harness import Topics, WorkerProcess, _get, ces_answer, produce_records, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -88,17 +88,7 @@ def spread_keys(tag: str, n: int) -> list[str]:
 
 
 def ces(topics: Topics, contact: str, score: int) -> tuple[str, str, bytes]:
-    value = {
-        "event_id": f"e-{contact}",
-        "contact_id": contact,
-        "metric": "ces",
-        "score": score,
-        "scale": "agree_1_7",
-        "queue": QUEUE,
-        "channel": "voice",
-        "timestamp": int(time.time() * 1000),
-    }
-    return topics.surveys, contact, orjson.dumps(value)
+    return ces_answer(topics, contact, QUEUE, score)
 
 
 def repeat_journeys(topics: Topics, customers: int, contacts_each: int) -> list[tuple[str, str, bytes]]:
