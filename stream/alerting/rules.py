@@ -28,7 +28,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidato
 from pydantic_core import PydanticCustomError
 
 from stream.config.settings import Settings, SettingsError
-from stream.config.timeutil import parse_duration
+from stream.config.timeutil import TODAY, parse_duration
 from stream.domain import stats
 from stream.domain.metrics_catalog import RATIO_METRICS
 
@@ -408,14 +408,19 @@ def _compile(
 
 
 def _window(field: str, value: str | int | float, windows: Sequence[tuple[str, int]]) -> tuple[str, int]:
+    configured = ", ".join(label for label, _ in windows)
+    if value == TODAY:
+        for label, window_s in windows:
+            if label == TODAY:
+                return label, window_s
+        raise _SkipRule(f"field {field!r}: 'today' is not one of CXSTREAM_WINDOWS ({configured})")
     try:
         seconds = parse_duration(value)
     except ValueError as exc:
         raise _FieldError(field, str(exc)) from None
     for label, window_s in windows:
-        if window_s == seconds:
+        if window_s == seconds and label != TODAY:
             return label, window_s
-    configured = ", ".join(label for label, _ in windows)
     raise _SkipRule(f"field {field!r}: {value!r} is not one of CXSTREAM_WINDOWS ({configured})")
 
 
@@ -431,6 +436,9 @@ def _spike(
     if fields.baseline is None:
         raise _FieldError("spike.baseline", "is required" + _HINTS["spike.baseline"])
     baseline, baseline_s = _window("spike.baseline", fields.baseline, windows)
+    if baseline == TODAY:
+        # Just after midnight `today` is shorter than any rule window: no baseline then.
+        raise _FieldError("spike.baseline", "today cannot be a baseline (use a rolling window like 24h)")
     if baseline_s <= window_s:
         raise _FieldError("spike.baseline", f"{baseline} must be longer than the rule's window")
     factor, delta = fields.factor, fields.delta

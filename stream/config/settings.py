@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BeforeValidator,
@@ -21,7 +22,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from stream.config.timeutil import format_duration, parse_duration
+from stream.config.timeutil import LONGEST_DAY_S, TODAY, format_duration, parse_duration
 
 ENV_PREFIX = "CXSTREAM_"
 
@@ -83,7 +84,14 @@ class Settings(BaseSettings):
     )
 
     # --- windows and state ------------------------------------------------
-    windows: str = Field("15m,1h,24h", description="Rolling windows, comma-separated.")
+    windows: str = Field(
+        "15m,1h,24h",
+        description="Windows, comma-separated: rolling durations, and `today` (from local "
+        "midnight in CXSTREAM_TIMEZONE until now; needs a bucket size dividing 15m).",
+    )
+    timezone: str = Field(
+        "UTC", description="IANA time zone of the `today` window's midnight, e.g. Europe/Berlin."
+    )
     bucket_size: Duration = Field(
         "1m", validate_default=True, description="Event-time bucket size; divides every window."
     )
@@ -243,8 +251,19 @@ class Settings(BaseSettings):
         if not parts:
             raise ValueError("at least one window, e.g. 15m,1h,24h")
         for part in parts:
-            if parse_duration(part) <= 0:
+            if part.replace(" ", "") != TODAY and parse_duration(part) <= 0:
                 raise ValueError(f"window {part!r} must be positive")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                "not an IANA time zone name (e.g. UTC, Europe/Berlin, America/New_York)"
+            ) from None
         return value
 
     @model_validator(mode="after")
@@ -253,7 +272,13 @@ class Settings(BaseSettings):
         if bucket < 1 or bucket != int(bucket):
             raise ValueError("CXSTREAM_BUCKET_SIZE must be a whole number of seconds >= 1s")
         for label, seconds in self.window_list:
-            if seconds % bucket:
+            if label == TODAY:
+                if 900 % bucket:
+                    raise ValueError(
+                        "CXSTREAM_WINDOWS: today needs a CXSTREAM_BUCKET_SIZE that divides 15m, so every "
+                        f"time zone's midnight is a bucket edge (got {format_duration(self.bucket_size)})"
+                    )
+            elif seconds % bucket:
                 raise ValueError(
                     f"CXSTREAM_WINDOWS: window {label} is not a multiple of "
                     f"CXSTREAM_BUCKET_SIZE ({format_duration(self.bucket_size)})"
@@ -263,14 +288,28 @@ class Settings(BaseSettings):
     # --- derived values ---------------------------------------------------
     @property
     def window_list(self) -> list[tuple[str, int]]:
-        """Windows as (label, seconds), shortest first; the label is written as configured."""
+        """Windows as (label, seconds), shortest first; the label is written as configured.
+
+        ``today`` has the longest a local day lasts (25 h) as its seconds: what state must
+        be kept for it (its bounds come from the calendar, see
+        :class:`stream.query.windows.WindowReader`).
+        """
         seen: dict[int, str] = {}
+        today = False
         for part in self.windows.split(","):
             label = part.strip().replace(" ", "")
-            if label:
+            if label == TODAY:
+                today = True
+            elif label:
                 seconds = int(parse_duration(label))
                 seen.setdefault(seconds, label if not label.isdigit() else format_duration(seconds))
-        return sorted(((label, s) for s, label in seen.items()), key=lambda w: w[1])
+        windows = [(label, s) for s, label in seen.items()] + ([(TODAY, LONGEST_DAY_S)] if today else [])
+        return sorted(windows, key=lambda w: (w[1], w[0] == TODAY))
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """``CXSTREAM_TIMEZONE`` as a tzinfo."""
+        return ZoneInfo(self.timezone)
 
     @property
     def allowed_label_values(self) -> dict[str, frozenset[str]]:

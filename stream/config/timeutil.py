@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 import re
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
+from typing import Final
 
 _DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d|w)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -76,6 +77,26 @@ def parse_event_time_ms(value: object) -> int:
             parsed = parsed.replace(tzinfo=UTC)
         return int(parsed.timestamp() * 1000)
     raise ValueError(f"timestamp must be ISO-8601 text or integer epoch ms, got {type(value).__name__}")
+
+
+#: The calendar window: from local midnight (``CXSTREAM_TIMEZONE``) until now.
+TODAY: Final = "today"
+#: The longest a local day lasts (a day the clocks go back): how far ``today`` may reach back.
+LONGEST_DAY_S: Final = 25 * 3600
+
+
+def local_midnight_s(now_s: int, zone: tzinfo) -> int:
+    """Epoch seconds of the start of the local day containing ``now_s`` in ``zone``.
+
+    DST-safe: the day's start is computed from the local date, so a day lasts 23, 24 or 25
+    hours. Where the clocks jump over midnight itself (e.g. America/Santiago in spring),
+    the day starts at the jump, which is the first instant of that local date.
+    """
+    local = datetime.fromtimestamp(now_s, zone)
+    start = int(datetime(local.year, local.month, local.day, tzinfo=zone).timestamp())
+    if start > now_s:  # pragma: no cover - only if a zone's day began after "now" (impossible)
+        start -= 86_400
+    return start
 
 
 class WindowClock:

@@ -16,7 +16,10 @@ cached totals instead of summing the buckets four times a tick.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import UTC, tzinfo
 
+from stream.config.settings import Settings
+from stream.config.timeutil import TODAY, local_midnight_s
 from stream.domain.kpi import Counts, add_into, zero_counts
 from stream.domain.state import PartitionState
 
@@ -27,18 +30,28 @@ WindowTotals = dict[str, dict[str, Counts]]  # window label -> dimension key -> 
 class WindowReader:
     """Computes per-window, per-dimension totals over the states this worker owns."""
 
-    def __init__(self, windows: list[tuple[str, int]], bucket_seconds: int) -> None:
+    def __init__(self, windows: list[tuple[str, int]], bucket_seconds: int, zone: tzinfo = UTC) -> None:
+        """``windows``: (label, seconds) as :attr:`Settings.window_list`; ``zone``: where the
+        ``today`` window's midnight is (``CXSTREAM_TIMEZONE``)."""
         self.windows = windows
         self.bucket_s = bucket_seconds
+        self.zone = zone
         self.longest_s = max(seconds for _, seconds in windows)
         self._hours: dict[tuple[int, int, int], tuple[int, dict[str, Counts]]] = {}
         #: (generation, partition) -> ((state version, bucket of now), that partition's totals)
         self._partitions: dict[tuple[int, int], tuple[tuple[int, int], WindowTotals]] = {}
 
-    def window_bounds(self, now_ms: int, seconds: int) -> tuple[int, int]:
-        """First and last bucket start (epoch s, inclusive) of a window ending at ``now_ms``."""
+    def window_bounds(self, now_ms: int, seconds: int, label: str = "") -> tuple[int, int]:
+        """First and last bucket start (epoch s, inclusive) of a window ending at ``now_ms``.
+
+        ``today`` starts at the local midnight of ``now`` (a bucket edge: the settings
+        require a bucket size dividing 15 minutes, and every zone's offset is a multiple
+        of 15 minutes), whatever ``seconds`` says.
+        """
         now_s = now_ms // 1000
         last = now_s - now_s % self.bucket_s
+        if label == TODAY:
+            return local_midnight_s(now_s, self.zone), last
         return last - seconds + self.bucket_s, last
 
     def read(self, states: Iterable[PartitionState], now_ms: int) -> WindowTotals:
@@ -67,7 +80,7 @@ class WindowReader:
             return cached[1]
         result: WindowTotals = {}
         for label, seconds in self.windows:
-            first, last = self.window_bounds(now_ms, seconds)
+            first, last = self.window_bounds(now_ms, seconds, label)
             totals: dict[str, Counts] = {}
             self._add_range(state, first, last, totals)
             result[label] = totals
@@ -130,6 +143,11 @@ class WindowReader:
                 del self._hours[key]
         if len(self._partitions) > 4096:  # partitions that moved away, or old generations
             self._partitions.clear()
+
+
+def reader_for(settings: Settings) -> WindowReader:
+    """The window reader of a worker or replay with these settings (windows, buckets, zone)."""
+    return WindowReader(settings.window_list, settings.bucket_seconds, settings.zone)
 
 
 def _accumulate(totals: dict[str, Counts], dim: str, counts: Counts) -> None:

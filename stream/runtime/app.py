@@ -31,7 +31,7 @@ from stream.domain.processor import (
 )
 from stream.domain.state import PartitionState
 from stream.outputs.exporter import KpiCollector, build_registry
-from stream.query.windows import WindowReader
+from stream.query.windows import WindowReader, reader_for
 from stream.runtime.commitlog import StateLogTable
 from stream.runtime.transport import MAX_BATCH_BYTES, CxApp, RecordChunk
 
@@ -151,7 +151,7 @@ def create_app(settings: Settings) -> CxStream:
     grace_ms = int(settings.join_grace * 1000)
     table.customer_store_factory = customer_store_factory(settings.store, settings.data_dir)
     table.on_state_ready = lambda state: rebuild_expiry_queues(state, now_ms(), grace_ms)
-    reader = WindowReader(settings.window_list, settings.bucket_seconds)
+    reader = reader_for(settings)
     collector = KpiCollector(
         lambda: table.states.values(),
         processor,

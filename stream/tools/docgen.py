@@ -13,7 +13,7 @@ from pathlib import Path
 from stream.config.settings import ENV_PREFIX, Settings
 from stream.domain.metrics_catalog import ALL_METRICS, MetricSpec
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 def _default(field: object) -> str:

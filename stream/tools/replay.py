@@ -32,7 +32,7 @@ from stream.config.settings import Settings, load_settings
 from stream.domain.kpi import COUNTERS, derived_kpis
 from stream.domain.processor import InputMessage, Processor, customer_partition, customer_topic_name
 from stream.domain.state import TRANSITION_MARK, PartitionState, split_dim_key
-from stream.query.windows import WindowReader, WindowTotals
+from stream.query.windows import WindowTotals, reader_for
 
 CHUNK = 5000
 
@@ -179,7 +179,7 @@ class Replay:
 
     def totals(self) -> WindowTotals:
         """Per-window totals at the newest event time."""
-        reader = WindowReader(self.settings.window_list, self.settings.bucket_seconds)
+        reader = reader_for(self.settings)
         return reader.read(self.states, self.processor.watermark_ms)
 
 
@@ -210,7 +210,7 @@ def write_output(totals: WindowTotals, replay: Replay, fmt: str, out: TextIO) ->
         collector = KpiCollector(
             lambda: replay.states,
             replay.processor,
-            WindowReader(replay.settings.window_list, replay.settings.bucket_seconds),
+            reader_for(replay.settings),
             topics=sorted(replay.known_topics),
         )
         out.write(generate_latest(build_registry(collector)).decode())

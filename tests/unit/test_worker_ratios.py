@@ -27,7 +27,7 @@ from stream.config.settings import ENV_PREFIX, load_settings
 from stream.domain import kpi, stats
 from stream.domain.state import TRANSITION_MARK, PartitionState
 from stream.outputs.exporter import KpiCollector, build_registry
-from stream.query.windows import WindowReader
+from stream.query.windows import reader_for
 from stream.tools.replay import Replay
 from tests.expected import RATIO_RANGES as RANGES
 
@@ -108,7 +108,7 @@ def traffic(seed: int, contacts: int, customers: int) -> list[tuple[str, bytes, 
 
 def scrape(states: list[PartitionState], replay: Replay) -> dict[str, list[tuple[dict[str, str], float]]]:
     """What a worker owning ``states`` exports on /metrics, parsed as Prometheus would."""
-    reader = WindowReader(replay.settings.window_list, replay.settings.bucket_seconds)
+    reader = reader_for(replay.settings)
     collector = KpiCollector(
         lambda: states,
         replay.processor,
@@ -171,7 +171,7 @@ def test_every_exported_ratio_in_range_on_every_worker(
 def test_per_worker_ratios_are_samples_of_the_global_one(seed: int, partitions: int, workers: int) -> None:
     workers = min(workers, partitions)
     replay = run_pipeline(seed, partitions, contacts=150, customers=12)
-    reader = WindowReader(replay.settings.window_list, replay.settings.bucket_seconds)
+    reader = reader_for(replay.settings)
     everything = reader.read(replay.states, NOW)
     per_worker = [
         reader.read([replay.states[p] for p in owned], NOW)
