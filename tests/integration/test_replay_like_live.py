@@ -18,10 +18,12 @@ import asyncio
 import time
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
 
+from stream.config.timeutil import local_midnight_s
 from stream.tools.replay import CHUNK
 from tests.harness import Topics, produce_records, replay_prometheus, wait_until, write_recording
 
@@ -129,7 +131,13 @@ def test_replay_and_live_agree_with_resends_after_the_dedup_horizon(
     t0 = int(time.time() * 1000) - 3 * 60 * MIN
     a, b = part_a(t0), part_b(t0)
     c = part_c(a)
-    settings = {"CXSTREAM_CLOCK": "event", "CXSTREAM_DEDUP_HORIZON": "20m", "CXSTREAM_WINDOWS": "15m,1h,24h"}
+    settings = {
+        "CXSTREAM_CLOCK": "event",
+        "CXSTREAM_DEDUP_HORIZON": "20m",
+        # `today` in a zone 5:45 ahead of UTC: its midnight is a 15-minute bucket edge only
+        "CXSTREAM_WINDOWS": "15m,1h,24h,today",
+        "CXSTREAM_TIMEZONE": "Asia/Kathmandu",
+    }
     topic_of = {"interactions": topics.interactions, "surveys": topics.surveys}
 
     def payload(records: list[Record]) -> list[tuple[str, str, bytes]]:
@@ -164,3 +172,14 @@ def test_replay_and_live_agree_with_resends_after_the_dedup_horizon(
         v for labels, v in replayed_samples["cx_events_total"] if labels["outcome"] == "accepted"
     ) == len(a) + len(b) + len(c)
     assert replayed == live
+
+    # `today` runs from Kathmandu's midnight before the newest event (the event clock's now).
+    newest = max(e["timestamp"] for _, e in a + b + c)
+    midnight_ms = local_midnight_s(newest // 1000, ZoneInfo("Asia/Kathmandu")) * 1000
+    today_csat = sum(
+        v for (name, window, _, _), v in live.items() if name == "cx_csat_responses" and window == "today"
+    )
+    assert today_csat == sum(
+        1 for _, e in a + c if e["event_id"].startswith("csat-") and e["timestamp"] >= midnight_ms
+    )
+    assert any(window == "today" for _, window, _, _ in live)  # the newest event is always in it
