@@ -1,9 +1,10 @@
 """Per-partition processing state: event-time buckets, contacts, dedup memory.
 
 One :class:`PartitionState` holds everything derived from one partition number
-of the (co-partitioned) input topics. It is plain Python dicts, so the hot path
-is dict operations only; :mod:`stream.runtime.commitlog` makes it durable by writing the
-keys a batch touched, plus a commit marker, to a Faust changelog.
+of the (co-partitioned) input topics. It is plain Python containers holding counter
+vectors and the typed records of :mod:`stream.domain.records`, so the hot path is dict
+and attribute operations only; :mod:`stream.runtime.commitlog` makes it durable by
+writing the keys a batch touched, plus a commit marker, to a Faust changelog.
 
 Buckets are keyed by their event-time start (epoch seconds) and hold one
 counter vector (:mod:`stream.domain.kpi`) per dimension key ``"queue\\x1fchannel"``.

@@ -87,7 +87,7 @@ def changelog_records(state: PartitionState) -> list[tuple[bytes, bytes]]:
 class StateLogTable(faust.Table):
     """A Faust table used as the transactional log of :class:`PartitionState` objects.
 
-    Its own key/value store stays empty: the live state is the plain dicts in
+    Its own key/value store stays empty: the live state is the PartitionState objects in
     :attr:`states`, which recovery rebuilds from the changelog.
     """
 
