@@ -103,6 +103,10 @@ class TopicSet:
         return f"{self.prefix}.surveys"
 
     @property
+    def agents(self) -> str:
+        return f"{self.prefix}.agents"
+
+    @property
     def deadletter(self) -> str:
         return f"{self.prefix}.deadletter"
 
@@ -279,6 +283,7 @@ def worker_env(
         CXSTREAM_APP_ID=app_id,
         CXSTREAM_TOPIC_INTERACTIONS=topics.interactions,
         CXSTREAM_TOPIC_SURVEYS=topics.surveys,
+        CXSTREAM_TOPIC_AGENTS=topics.agents,
         CXSTREAM_TOPIC_DEADLETTER=topics.deadletter,
         CXSTREAM_DATA_DIR=str(data_dir),
         CXSTREAM_WEB_PORT=str(port),

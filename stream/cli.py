@@ -113,8 +113,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    """Print the effective settings (secrets masked) after validation."""
+    """Print the effective settings (secrets masked) after validation (also of the queues file)."""
+    from stream.config.queues import load_queue_targets
+
     settings = _settings(args)
+    load_queue_targets(settings)
     for name, value in settings.model_dump().items():
         print(f"CXSTREAM_{name.upper()}={value}")
     return 0

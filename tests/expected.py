@@ -23,6 +23,9 @@ RATIO_RANGES: dict[str, tuple[float, float]] = {
     "cx_transfer_ratio": (0.0, 1.0),
     "cx_resolved_ratio": (0.0, 1.0),
     "cx_handle_seconds_average": (0.0, float("inf")),
+    "cx_service_level_ratio": (0.0, 1.0),
+    "cx_abandon_ratio": (0.0, 1.0),
+    "cx_answer_wait_seconds_average": (0.0, float("inf")),
 }
 
 

@@ -49,6 +49,10 @@ class Topics:
         return f"{self.prefix}.surveys"
 
     @property
+    def agents(self) -> str:
+        return f"{self.prefix}.agents"
+
+    @property
     def deadletter(self) -> str:
         return f"{self.prefix}.deadletter"
 
@@ -162,6 +166,7 @@ def worker_env(broker_url: str, topics: Topics, data_dir: Path, **extra: str) ->
         CXSTREAM_APP_ID=topics.app_id,
         CXSTREAM_TOPIC_INTERACTIONS=topics.interactions,
         CXSTREAM_TOPIC_SURVEYS=topics.surveys,
+        CXSTREAM_TOPIC_AGENTS=topics.agents,
         CXSTREAM_TOPIC_DEADLETTER=topics.deadletter,
         CXSTREAM_DATA_DIR=str(data_dir),
         CXSTREAM_SESSION_TIMEOUT="6s",
@@ -225,6 +230,7 @@ def replay_prometheus(path: Path, topics: Topics, **settings: str) -> Samples:
     env = {
         "CXSTREAM_TOPIC_INTERACTIONS": topics.interactions,
         "CXSTREAM_TOPIC_SURVEYS": topics.surveys,
+        "CXSTREAM_TOPIC_AGENTS": topics.agents,
         "PATH": "/usr/bin:/bin",
         **settings,
     }

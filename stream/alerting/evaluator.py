@@ -159,15 +159,15 @@ def observe(
         long = group_totals(totals.get(rule.spike.baseline, {}), rule.group_by, label_names)
     result: dict[GroupKey, Observation] = {}
     for key, counts in short.items():
-        value = kpi.derived_kpis(counts)[rule.kpi]
-        samples = stats.sample_size(rule.kpi, counts)
-        interval = stats.kpi_interval(rule.kpi, counts, rule.z)
+        value = kpi.derived_kpis(counts, rule.policy)[rule.kpi]
+        samples = stats.sample_size(rule.kpi, counts, rule.policy)
+        interval = stats.kpi_interval(rule.kpi, counts, rule.z, rule.policy)
         baseline: float | None = None
         baseline_samples = 0.0
         if rule.spike:
             rest = [max(0.0, a - b) for a, b in zip(long.get(key, kpi.zero_counts()), counts, strict=True)]
-            baseline = kpi.derived_kpis(rest)[rule.kpi]
-            baseline_samples = stats.sample_size(rule.kpi, rest)
+            baseline = kpi.derived_kpis(rest, rule.policy)[rule.kpi]
+            baseline_samples = stats.sample_size(rule.kpi, rest, rule.policy)
         result[key] = Observation(
             value=value,
             samples=samples,

@@ -18,7 +18,7 @@ import logging
 import re
 import string
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
@@ -30,6 +30,7 @@ from pydantic_core import PydanticCustomError
 from stream.config.settings import Settings, SettingsError
 from stream.config.timeutil import TODAY, parse_duration
 from stream.domain import stats
+from stream.domain.kpi import DEFAULT_SERVICE_LEVEL_POLICY
 from stream.domain.metrics_catalog import RATIO_METRICS
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ _RANGES: Final[dict[str, tuple[float, float]]] = {
     "nps_score": (-100.0, 100.0),
     "csat_average": (1.0, 5.0),
     "handle_seconds_average": (0.0, float("inf")),
+    "answer_wait_seconds_average": (0.0, float("inf")),
 }
 OPERATORS: Final = (">", ">=", "<", "<=")
 USES: Final = ("point", "interval")
@@ -100,6 +102,8 @@ class Rule:
     severity: str
     summary: str
     description: str = ""
+    #: What cx_service_level_ratio divides by (CXSTREAM_SERVICE_LEVEL_POLICY).
+    policy: str = DEFAULT_SERVICE_LEVEL_POLICY
 
     @property
     def above(self) -> bool:
@@ -124,6 +128,7 @@ def load_rules_for(settings: Settings, label_names: Sequence[str] = ("queue", "c
         min_samples=settings.min_samples,
         label_names=label_names,
         strict=path is not None,
+        policy=settings.service_level_policy,
     )
 
 
@@ -134,6 +139,7 @@ def load_rules(
     min_samples: int = 20,
     label_names: Sequence[str] = ("queue", "channel"),
     strict: bool = True,
+    policy: str = DEFAULT_SERVICE_LEVEL_POLICY,
 ) -> list[Rule]:
     """Read and validate a rules file; raise :class:`RuleError` naming what is wrong.
 
@@ -145,7 +151,13 @@ def load_rules(
     except OSError as exc:
         raise RuleError(f"alert rules file {path}: cannot read it: {exc.strerror or exc}") from None
     return parse_rules(
-        text, windows, source=str(path), min_samples=min_samples, label_names=label_names, strict=strict
+        text,
+        windows,
+        source=str(path),
+        min_samples=min_samples,
+        label_names=label_names,
+        strict=strict,
+        policy=policy,
     )
 
 
@@ -157,6 +169,7 @@ def parse_rules(
     min_samples: int = 20,
     label_names: Sequence[str] = ("queue", "channel"),
     strict: bool = True,
+    policy: str = DEFAULT_SERVICE_LEVEL_POLICY,
 ) -> list[Rule]:
     """Validate the YAML text of a rules file (see :func:`load_rules`)."""
     try:
@@ -190,7 +203,7 @@ def parse_rules(
         if rule.name in seen:
             raise RuleError(f"{where}: field 'name': duplicate rule name {rule.name!r}")
         seen.add(rule.name)
-        rules.append(rule)
+        rules.append(replace(rule, policy=policy))
     return rules
 
 

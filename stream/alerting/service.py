@@ -378,7 +378,10 @@ class IntervalCollector(Collector):
         label_names: Callable[[], Sequence[str]],
         min_samples: int,
         clock: Callable[[], int] = now_ms,
+        policy: str = kpi.DEFAULT_SERVICE_LEVEL_POLICY,
     ) -> None:
+        """``policy``: the service-level policy (the denominator of cx_service_level_ratio)."""
+        self.policy = policy
         self._states = states
         self._reader = reader
         self._reference_now = reference_now
@@ -403,12 +406,12 @@ class IntervalCollector(Collector):
                 counts = per_dim.get(dim, empty)
                 labels = [window, *split_dim_key(dim)]
                 for key in stats.INTERVAL_KPIS:
-                    interval = stats.kpi_interval(key, counts)
+                    interval = stats.kpi_interval(key, counts, policy=self.policy)
                     if interval is None:
                         continue
                     bounds[f"cx_{key}_lower"].add_metric(labels, interval[0])
                     bounds[f"cx_{key}_upper"].add_metric(labels, interval[1])
-                    n = stats.sample_size(key, counts)
+                    n = stats.sample_size(key, counts, self.policy)
                     low_confidence.add_metric([*labels, f"cx_{key}"], 1.0 if n < self.min_samples else 0.0)
         yield from bounds.values()
         yield low_confidence
@@ -511,6 +514,13 @@ def collectors(
 ) -> list[Collector]:
     """The /metrics collectors of the alerting side: intervals beside every KPI, alert health."""
     return [
-        IntervalCollector(states, reader, reference_now, lambda: settings.label_names, settings.min_samples),
+        IntervalCollector(
+            states,
+            reader,
+            reference_now,
+            lambda: settings.label_names,
+            settings.min_samples,
+            policy=settings.service_level_policy,
+        ),
         AlertCollector(service),
     ]

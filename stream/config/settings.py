@@ -119,6 +119,44 @@ class Settings(BaseSettings):
     )
     max_label_length: int = Field(64, ge=8, le=1024, description="Longest queue/channel/team label accepted.")
 
+    # --- queues: waits, service level, agents (contract v2) ------------------
+    topic_agents: str = Field("cx.agents", description="Agent state events topic (keyed by agent_id).")
+    service_level_threshold: Duration = Field(
+        "20s",
+        validate_default=True,
+        description="A wait answered within this time (wait <= threshold) counts towards the service "
+        "level; per queue in CXSTREAM_QUEUES_FILE.",
+    )
+    short_abandon: Duration = Field(
+        "5s",
+        validate_default=True,
+        description="An abandon after a shorter wait (wait < this) is a short abandon, left out of the "
+        "service level and abandon ratio; per queue in CXSTREAM_QUEUES_FILE.",
+    )
+    service_level_policy: Literal["answered_and_abandoned", "answered_only", "all_waits"] = Field(
+        "answered_and_abandoned",
+        description="What cx_service_level_ratio divides by: answered + abandoned - short abandons "
+        "(answered_and_abandoned), answered waits (answered_only), or every ended wait (all_waits).",
+    )
+    service_level_target: float = Field(
+        0.8,
+        ge=0.0,
+        le=1.0,
+        description="Service level a queue aims at (0..1), for the wallboard's colours and the default "
+        "alert rule; per queue in CXSTREAM_QUEUES_FILE.",
+    )
+    longest_wait_limit: Duration = Field(
+        "2m",
+        validate_default=True,
+        description="Longest wait a queue tolerates, for the wallboard's colours and the default alert "
+        "rule; per queue in CXSTREAM_QUEUES_FILE.",
+    )
+    queues_file: Path | None = Field(
+        None,
+        description="YAML file of per-queue targets (service_level_threshold, short_abandon, "
+        "service_level_target, longest_wait_limit, business_hours, timezone); see docs/queues.md.",
+    )
+
     # --- batching and Faust tuning ----------------------------------------
     batch_max: int = Field(2000, ge=1, description="Most events handled per agent batch.")
     batch_within: Duration = Field(

@@ -28,7 +28,19 @@ import orjson
 from stream.config.timeutil import parse_event_time_ms
 
 CHANNELS: Final = frozenset({"voice", "chat", "email", "sms", "social", "messaging", "web"})
-INTERACTION_TYPES: Final = frozenset({"contact_started", "contact_transferred", "contact_ended"})
+INTERACTION_TYPES: Final = frozenset(
+    {
+        "contact_started",
+        "contact_transferred",
+        "contact_ended",
+        "contact_queued",
+        "contact_answered",
+        "contact_abandoned",
+    }
+)
+AGENT_STATES: Final = frozenset({"available", "busy", "after_contact_work", "away", "offline"})
+#: Most queues one agent_state may list.
+MAX_AGENT_QUEUES: Final = 64
 SURVEY_METRICS: Final = frozenset({"csat", "nps", "ces"})
 CES_SCALES: Final = frozenset({"agree_1_7", "effort_1_5"})
 SCORE_RANGES: Final = {
@@ -114,6 +126,47 @@ class ContactEnded(Interaction, tag="contact_ended"):
     handle_seconds: HandleSeconds | None = None
 
 
+class ContactQueued(Interaction, tag="contact_queued"):
+    """The contact entered a queue (contract v2): a wait starts; the queue is required."""
+
+    type: ClassVar[str] = "contact_queued"
+    queue: Label
+
+
+class ContactAnswered(Interaction, tag="contact_answered"):
+    """An agent connected (contract v2): ends the contact's open wait."""
+
+    type: ClassVar[str] = "contact_answered"
+
+
+class ContactAbandoned(Interaction, tag="contact_abandoned"):
+    """The customer left while waiting (contract v2): ends the contact's open wait."""
+
+    type: ClassVar[str] = "contact_abandoned"
+
+
+#: The events that open or end a wait in queue (stream.domain.waits).
+WAIT_EVENTS: Final = (ContactQueued, ContactAnswered, ContactAbandoned)
+
+
+# -- agents (cx.agents, contract v2) ---------------------------------------------------------
+AgentStateName = Literal["available", "busy", "after_contact_work", "away", "offline"]
+
+
+class AgentState(msgspec.Struct, kw_only=True, tag_field="type", tag="agent_state"):
+    """An agent's state from ``timestamp`` on (the newest event time wins)."""
+
+    type: ClassVar[str] = "agent_state"
+    LABELS: ClassVar[tuple[str, ...]] = ("agent_id", "team")
+
+    event_id: Id
+    agent_id: Label
+    ts_ms: WireTime = msgspec.field(name="timestamp")
+    state: AgentStateName
+    team: Label | None = None
+    queues: Annotated[list[Label], msgspec.Meta(max_length=MAX_AGENT_QUEUES)] | None = None
+
+
 # -- surveys (tagged union on ``metric``) -------------------------------------------------------
 class Survey(msgspec.Struct, kw_only=True, tag_field="metric"):
     """A validated survey response: one of the three classes below."""
@@ -156,7 +209,10 @@ class CesResponse(Survey, tag="ces"):
     scale: CesScale | None = None
 
 
-_INTERACTIONS: Final = msgspec.json.Decoder(ContactStarted | ContactTransferred | ContactEnded)
+_INTERACTIONS: Final = msgspec.json.Decoder(
+    ContactStarted | ContactTransferred | ContactEnded | ContactQueued | ContactAnswered | ContactAbandoned
+)
+_AGENTS: Final = msgspec.json.Decoder(AgentState)
 _SURVEYS: Final = msgspec.json.Decoder(CsatResponse | NpsResponse | CesResponse)
 
 
@@ -168,7 +224,7 @@ class Rejection(msgspec.Struct, frozen=True):
 
 
 # -- rejections: msgspec's error -> the documented reason code ---------------------------------
-_AT: Final = re.compile(r" - at `\$\.([A-Za-z_]+)`$")
+_AT: Final = re.compile(r" - at `\$\.([A-Za-z_]+)(?:\[\d+\])?`$")
 _MISSING: Final = re.compile(r"^Object missing required field `([A-Za-z_]+)`")
 #: Enum-like fields: a wrong value of any type is "unknown" (docs/faults.md).
 _UNKNOWN: Final = {
@@ -176,6 +232,7 @@ _UNKNOWN: Final = {
     "channel": "unknown_channel",
     "metric": "unknown_metric",
     "scale": "unknown_scale",
+    "state": "unknown_state",
 }
 #: Numbers whose wrong *value* is out_of_range (a wrong type stays invalid_type).
 _RANGED: Final = {"score": (int,), "handle_seconds": (int, float)}
@@ -216,8 +273,12 @@ def _classify(raw: bytes, error: Exception) -> Rejection:
     return Rejection(f"invalid_type:{name}", message[:200])
 
 
-def _decode(decoder: "msgspec.json.Decoder[T]", raw: bytes) -> "T | Rejection":
+def _decode(decoder: "msgspec.json.Decoder[T]", raw: bytes | None) -> "T | Rejection":
     """Decode and type-check ``raw``; a rejection names the documented reason."""
+    if raw is None:
+        return Rejection("empty_value", "message has no value")
+    if len(raw) > MAX_MESSAGE_BYTES:
+        return Rejection("too_large", f"message is {len(raw)} bytes; limit {MAX_MESSAGE_BYTES}")
     try:
         return decoder.decode(raw)
     except msgspec.DecodeError as exc:
@@ -245,7 +306,7 @@ class EventValidator:
         self.max_label_length = max_label_length
         self.max_future_skew_ms = max_future_skew_ms
 
-    def _checked(self, event: Interaction | Survey, now_ms: int) -> Rejection | None:
+    def _checked(self, event: Interaction | Survey | AgentState, now_ms: int) -> Rejection | None:
         """What the types cannot say: the timestamp against now, the configured label length."""
         ts = event.ts_ms
         if type(ts) is not int:
@@ -263,26 +324,28 @@ class EventValidator:
                 value = getattr(event, name)
                 if value is not None and len(value) > limit:
                     return Rejection(f"invalid_length:{name}", f"{name} must be 1..{limit} characters")
+            queues = getattr(event, "queues", None)
+            if queues and any(len(queue) > limit for queue in queues):
+                return Rejection("invalid_length:queues", f"each of queues must be 1..{limit} characters")
         return None
 
     # -- public entry points ------------------------------------------------
     def interaction(self, raw: bytes | None, now_ms: int) -> Interaction | Rejection:
         """Validate one ``cx.interactions`` message."""
-        if raw is None:
-            return Rejection("empty_value", "message has no value")
-        if len(raw) > MAX_MESSAGE_BYTES:
-            return Rejection("too_large", f"message is {len(raw)} bytes; limit {MAX_MESSAGE_BYTES}")
         decoded = _decode(_INTERACTIONS, raw)
+        if isinstance(decoded, Rejection):
+            return decoded
+        return self._checked(decoded, now_ms) or decoded
+
+    def agent(self, raw: bytes | None, now_ms: int) -> AgentState | Rejection:
+        """Validate one ``cx.agents`` message (contract v2)."""
+        decoded = _decode(_AGENTS, raw)
         if isinstance(decoded, Rejection):
             return decoded
         return self._checked(decoded, now_ms) or decoded
 
     def survey(self, raw: bytes | None, now_ms: int) -> Survey | Rejection:
         """Validate one ``cx.surveys`` message."""
-        if raw is None:
-            return Rejection("empty_value", "message has no value")
-        if len(raw) > MAX_MESSAGE_BYTES:
-            return Rejection("too_large", f"message is {len(raw)} bytes; limit {MAX_MESSAGE_BYTES}")
         event = _decode(_SURVEYS, raw)
         if isinstance(event, Rejection):
             return event

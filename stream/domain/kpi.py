@@ -38,6 +38,13 @@ COUNTERS: Final[tuple[str, ...]] = (
     # the denominator of the repeat and channel-switch ratios, so a worker divides counts
     # of one population (docs/architecture.md, "Joins").
     "repeat_checked_contacts",
+    # Waits in queue (contract v2), counted at the event time of the wait's end.
+    "waits_ended",
+    "answered_contacts",
+    "answered_within_threshold",
+    "abandoned_contacts",
+    "short_abandoned_contacts",
+    "answer_wait_seconds",
 )
 N_COUNTERS: Final = len(COUNTERS)
 (
@@ -62,7 +69,17 @@ N_COUNTERS: Final = len(COUNTERS)
     RESOLUTION_REPORTED,
     RESOLVED,
     REPEAT_CHECKED_CONTACTS,
+    WAITS_ENDED,
+    ANSWERED_CONTACTS,
+    ANSWERED_WITHIN_THRESHOLD,
+    ABANDONED_CONTACTS,
+    SHORT_ABANDONED_CONTACTS,
+    ANSWER_WAIT_SECONDS,
 ) = range(N_COUNTERS)
+
+#: Which waits ``cx_service_level_ratio`` divides by (CXSTREAM_SERVICE_LEVEL_POLICY).
+SERVICE_LEVEL_POLICIES: Final = ("answered_and_abandoned", "answered_only", "all_waits")
+DEFAULT_SERVICE_LEVEL_POLICY: Final = "answered_and_abandoned"
 
 Counts = list[float]
 
@@ -151,13 +168,30 @@ def _ratio(numerator: float, denominator: float) -> float | None:
     return numerator / denominator if denominator else None
 
 
-def derived_kpis(c: Sequence[float]) -> dict[str, float | None]:
+def offered_waits(c: Sequence[float]) -> float:
+    """Answered + abandoned - short-abandoned: the waits a service level is fair to judge
+    (a customer who hung up within seconds was not failed by the queue)."""
+    return c[ANSWERED_CONTACTS] + c[ABANDONED_CONTACTS] - c[SHORT_ABANDONED_CONTACTS]
+
+
+def service_level_denominator(c: Sequence[float], policy: str = DEFAULT_SERVICE_LEVEL_POLICY) -> float:
+    """The waits ``cx_service_level_ratio`` divides by under ``policy`` (the contract's three)."""
+    if policy == "answered_only":
+        return c[ANSWERED_CONTACTS]
+    if policy == "all_waits":
+        return c[WAITS_ENDED]
+    return offered_waits(c)
+
+
+def derived_kpis(c: Sequence[float], policy: str = DEFAULT_SERVICE_LEVEL_POLICY) -> dict[str, float | None]:
     """Ratios and averages from one counter vector; ``None`` where the denominator is 0.
 
-    Keys are the contract's metric names without the ``cx_`` prefix.
+    Keys are the contract's metric names without the ``cx_`` prefix. ``policy``: the
+    service-level policy (CXSTREAM_SERVICE_LEVEL_POLICY).
     """
     nps_n = c[NPS_RESPONSES]
     ended = c[CONTACTS_ENDED]
+    offered = offered_waits(c)
     return {
         "csat_ratio": _ratio(c[CSAT_SATISFIED], c[CSAT_RESPONSES]),
         "csat_average": _ratio(c[CSAT_SCORE_SUM], c[CSAT_RESPONSES]),
@@ -171,6 +205,9 @@ def derived_kpis(c: Sequence[float]) -> dict[str, float | None]:
         "transfer_ratio": _ratio(c[TRANSFERRED_CONTACTS], ended),
         "handle_seconds_average": _ratio(c[HANDLE_SECONDS_SUM], c[HANDLE_COUNT]),
         "resolved_ratio": _ratio(c[RESOLVED], c[RESOLUTION_REPORTED]),
+        "service_level_ratio": _ratio(c[ANSWERED_WITHIN_THRESHOLD], service_level_denominator(c, policy)),
+        "abandon_ratio": _ratio(c[ABANDONED_CONTACTS] - c[SHORT_ABANDONED_CONTACTS], offered),
+        "answer_wait_seconds_average": _ratio(c[ANSWER_WAIT_SECONDS], c[ANSWERED_CONTACTS]),
     }
 
 

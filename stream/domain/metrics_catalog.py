@@ -103,6 +103,33 @@ COUNT_METRICS: Final = (
         kpi.RESOLVED,
         contract=False,
     ),
+    # -- waits in queue (contract v2), counted at the wait's end --------------------------------
+    MetricSpec("cx_waits_ended", "count", "Waits that ended (answered + abandoned).", kpi.WAITS_ENDED),
+    MetricSpec("cx_answered_contacts", "count", "Waits that ended with an answer.", kpi.ANSWERED_CONTACTS),
+    MetricSpec(
+        "cx_answered_within_threshold",
+        "count",
+        "Answered waits no longer than the queue's service-level threshold (wait <= threshold).",
+        kpi.ANSWERED_WITHIN_THRESHOLD,
+    ),
+    MetricSpec(
+        "cx_abandoned_contacts",
+        "count",
+        "Waits that ended with the customer leaving (contact_abandoned, or contact_ended while waiting).",
+        kpi.ABANDONED_CONTACTS,
+    ),
+    MetricSpec(
+        "cx_short_abandoned_contacts",
+        "count",
+        "Abandoned waits shorter than the queue's short-abandon time (wait < short_abandon).",
+        kpi.SHORT_ABANDONED_CONTACTS,
+    ),
+    MetricSpec(
+        "cx_answer_wait_seconds",
+        "count",
+        "Sum of the waits of answered contacts, in seconds.",
+        kpi.ANSWER_WAIT_SECONDS,
+    ),
 )
 
 RATIO_METRICS: Final = (
@@ -142,6 +169,25 @@ RATIO_METRICS: Final = (
         "Resolved / contacts with a reported resolution.",
         "resolved_ratio",
         contract=False,
+    ),
+    MetricSpec(
+        "cx_service_level_ratio",
+        "ratio",
+        "Answered within the threshold / the waits of CXSTREAM_SERVICE_LEVEL_POLICY (default: answered + "
+        "abandoned - short abandons).",
+        "service_level_ratio",
+    ),
+    MetricSpec(
+        "cx_abandon_ratio",
+        "ratio",
+        "(Abandoned - short abandons) / (answered + abandoned - short abandons).",
+        "abandon_ratio",
+    ),
+    MetricSpec(
+        "cx_answer_wait_seconds_average",
+        "ratio",
+        "Average speed of answer: cx_answer_wait_seconds / cx_answered_contacts.",
+        "answer_wait_seconds_average",
     ),
 )
 
@@ -186,6 +232,64 @@ OPERATIONAL_METRICS: Final = (
 )
 
 OUTCOMES: Final = ("accepted", "rejected", "duplicate", "late")
+
+# -- live queue state (contract v2): as of now, no window label --------------------------------
+QUEUE_LABELS: Final = ("queue", "channel")
+CONTACTS_WAITING = MetricSpec(
+    "cx_contacts_waiting",
+    "gauge",
+    "Contacts queued and not yet answered or abandoned, now (0 for a queue x channel that had a wait "
+    "in the longest window).",
+    labels=QUEUE_LABELS,
+)
+LONGEST_WAIT = MetricSpec(
+    "cx_longest_wait_seconds",
+    "gauge",
+    "Age of the oldest contact waiting now, in seconds (absent when none waits).",
+    labels=QUEUE_LABELS,
+)
+UNMATCHED_WAIT_EVENTS = MetricSpec(
+    "cx_unmatched_wait_events_total",
+    "counter",
+    "contact_answered / contact_abandoned events that ended no wait (no open contact_queued).",
+    labels=(),
+)
+WAITS_EXPIRED = MetricSpec(
+    "cx_waits_expired_total",
+    "counter",
+    "Waits still open when their contact expired (CXSTREAM_CONTACT_TTL after its newest event): "
+    "dropped, never counted as answered or abandoned.",
+    labels=(),
+)
+AGENTS_NOW = MetricSpec(
+    "cx_agents",
+    "gauge",
+    "Agents whose newest agent_state is this state (offline included), by team.",
+    labels=("state", "team"),
+)
+AGENT_STATE_SECONDS = MetricSpec(
+    "cx_agent_state_seconds",
+    "gauge",
+    "Seconds agents spent in each state within the window (from a state's event time to the agent's "
+    "next state or now), credited to the team of the event that began it.",
+    labels=("window", "team", "state"),
+)
+OCCUPANCY = MetricSpec(
+    "cx_occupancy_ratio",
+    "ratio",
+    "(busy + after_contact_work) / (busy + after_contact_work + available) agent seconds in the "
+    "window; absent when no agent was staffed.",
+    labels=("window", "team"),
+)
+QUEUE_METRICS: Final = (
+    CONTACTS_WAITING,
+    LONGEST_WAIT,
+    UNMATCHED_WAIT_EVENTS,
+    WAITS_EXPIRED,
+    AGENTS_NOW,
+    AGENT_STATE_SECONDS,
+    OCCUPANCY,
+)
 
 # -- statistical honesty: intervals and low-confidence flags (docs/alerts.md) -----------------
 _INTERVAL_METHOD: Final = {"wilson": "Wilson score interval", "nps": "adjusted-Wald interval"}
@@ -297,6 +401,7 @@ ALL_METRICS: Final = (
     SWITCH_TRANSITIONS,
     EVENTS_TOTAL,
     INTERNAL_RECORDS_TOTAL,
+    *QUEUE_METRICS,
     *OPERATIONAL_METRICS,
     *INTERVAL_METRICS,
     LOW_CONFIDENCE,

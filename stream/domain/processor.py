@@ -19,11 +19,17 @@ from typing import Protocol
 
 import msgspec
 
+from stream.config.queues import load_queue_targets
 from stream.config.settings import Settings
 from stream.config.timeutil import WindowClock
-from stream.domain import kpi, records
+from stream.domain import agents, kpi, records, waits
 from stream.domain.events import (
+    WAIT_EVENTS,
+    AgentState,
+    ContactAbandoned,
+    ContactAnswered,
     ContactEnded,
+    ContactQueued,
     ContactStarted,
     ContactTransferred,
     EventValidator,
@@ -34,23 +40,30 @@ from stream.domain.events import (
 from stream.domain.records import (
     Contact,
     ContactStart,
+    CountedWait,
     CustomerContact,
     History,
     Pending,
     PendingEnd,
     PendingSurvey,
+    PendingWaits,
 )
 from stream.domain.state import DIM_SEPARATOR, TRANSITION_MARK, UNKNOWN, PartitionState, dim_key
+from stream.domain.waits import Wait, WaitEvent
 
 log = logging.getLogger(__name__)
 
 INTERACTIONS = "i"
 SURVEYS = "s"
+AGENTS = "a"
 #: Contact starts re-keyed by customer_id (the repartition topic), see _apply_customer_contact.
 CUSTOMER_CONTACTS = "r"
 OTHER = "other"
 REPEAT, SWITCH, SAME_REASON = 1, 2, 4
 MAX_CONTACTS_PER_CUSTOMER = 16
+#: Keys of Processor.wait_anomalies (cx_unmatched_wait_events_total, cx_waits_expired_total).
+UNMATCHED, EXPIRED = "unmatched", "expired"
+_WAIT_KIND = {ContactQueued: waits.QUEUED, ContactAnswered: waits.ANSWERED, ContactAbandoned: waits.ABANDONED}
 
 
 class RawMessage(Protocol):
@@ -120,8 +133,14 @@ class Processor:
         self.topic_kind = {
             settings.topic_interactions: INTERACTIONS,
             settings.topic_surveys: SURVEYS,
+            settings.topic_agents: AGENTS,
             customer_topic_name(settings): CUSTOMER_CONTACTS,
         }
+        #: Per-queue thresholds (CXSTREAM_QUEUES_FILE over the defaults); read when a wait ends.
+        self.queues = load_queue_targets(settings)
+        self.service_level_policy = settings.service_level_policy
+        #: UNMATCHED / EXPIRED -> count, for the wait counters (like ``outcomes``, per process).
+        self.wait_anomalies: Counter[str] = Counter()
         self.repeat_horizon_ms = int(settings.repeat_horizon * 1000)
         self.label_team = settings.label_team
         self.label_agent = settings.label_agent
@@ -184,10 +203,12 @@ class Processor:
             if kind == CUSTOMER_CONTACTS:
                 self._apply_customer_message(state, message)
                 continue
-            event: Interaction | Survey | Rejection = (
+            event: Interaction | Survey | AgentState | Rejection = (
                 validator.interaction(message.value, wall_ms)
                 if kind == INTERACTIONS
                 else validator.survey(message.value, wall_ms)
+                if kind == SURVEYS
+                else validator.agent(message.value, wall_ms)
             )
             if isinstance(event, Rejection):
                 outcomes[(topic, "rejected")] += 1
@@ -209,7 +230,7 @@ class Processor:
                 outcomes[(topic, "duplicate")] += 1
                 continue
             ts = event.ts_ms
-            if ts < late_before:
+            if ts < late_before and kind != AGENTS:  # an agent's state holds until its next event
                 outcomes[(topic, "late")] += 1
                 if isinstance(event, ContactStarted):
                     # Too old for any window, but still the customer's previous contact
@@ -224,6 +245,8 @@ class Processor:
             try:
                 if isinstance(event, Survey):
                     self._apply_survey(state, event, wall_ms)
+                elif isinstance(event, AgentState):
+                    self._apply_agent(state, event)
                 else:
                     self._apply_interaction(state, event, wall_ms)
             except Exception as exc:  # a bug must cost one event, never the agent
@@ -318,7 +341,22 @@ class Processor:
             if pending:
                 record.pending = None
                 for item in pending:
-                    self._apply_pending(state, record, item)
+                    self._apply_pending(state, event.contact_id, record, item)
+            if event.contact_id in state.waiting:  # it may have waited under channel 'unknown'
+                self._settle_waits(state, event.contact_id, record, wall_ms)
+        elif isinstance(event, WAIT_EVENTS):
+            wait_event = WaitEvent(
+                event.ts_ms,
+                _WAIT_KIND[type(event)],
+                event.queue if isinstance(event, ContactQueued) else None,
+                event.channel,
+                event.event_id,
+            )
+            events = record.wait_events
+            if events is None:
+                events = record.wait_events = []
+            if waits.insert(events, wait_event):
+                self._settle_waits(state, event.contact_id, record, wall_ms)
         elif isinstance(event, ContactTransferred):
             record.transfers += 1
             if event.to_queue is not None:
@@ -327,11 +365,14 @@ class Processor:
             if record.ended:
                 return
             record.ended = True
+            record.ended_ms = event.ts_ms
             end = PendingEnd(event.ts_ms, event.resolved, event.handle_seconds, wall_ms)
             if record.started_ms is not None:
-                self._apply_pending(state, record, end)
+                self._apply_pending(state, event.contact_id, record, end)
             else:
                 self._defer(state, event.contact_id, record, end, wall_ms)
+            if record.wait_events:
+                self._settle_waits(state, event.contact_id, record, wall_ms)
 
     def _forward_start(self, event: ContactStarted) -> None:
         """Queue the start for the repartition topic keyed by customer_id."""
@@ -386,7 +427,7 @@ class Processor:
             event.agent_id,
         )
         if record.started_ms is not None or (event.queue is not None and event.channel is not None):
-            self._apply_pending(state, record, item)
+            self._apply_pending(state, event.contact_id, record, item)
         else:
             self._defer(state, event.contact_id, record, item, wall_ms)
 
@@ -405,9 +446,11 @@ class Processor:
             record.pending.append(item)
         state.pending_expiry.append((wall_ms + self.grace_ms, contact_id))
 
-    def _apply_pending(self, state: PartitionState, record: Contact, item: Pending) -> None:
-        """Count a survey or end, attributed to the contact's queue/channel (or 'unknown')."""
-        if isinstance(item, PendingEnd):
+    def _apply_pending(self, state: PartitionState, contact_id: str, record: Contact, item: Pending) -> None:
+        """Count a survey, end or waits, attributed to the contact's queue/channel (or 'unknown')."""
+        if isinstance(item, PendingWaits):
+            self._settle_waits(state, contact_id, record, item.received_ms, final=True)
+        elif isinstance(item, PendingEnd):
             self._count_end(
                 self._bucket(state, item.ts_ms, self._contact_dim(state, record)), record.transfers, item
             )
@@ -420,6 +463,128 @@ class Processor:
                 item.agent or record.agent,
             )
             kpi.add_survey(self._bucket(state, item.ts_ms, dim), item.metric, item.score, item.scale)
+
+    # -- waits in queue (contract v2) ---------------------------------------------------
+    def _settle_waits(
+        self, state: PartitionState, contact_id: str, record: Contact, wall_ms: int, final: bool = False
+    ) -> None:
+        """Re-pair the contact's wait events and count what changed (stream.domain.waits).
+
+        The waiting index (live gauges) follows the open wait at once. Ended waits are
+        counted as soon as their channel is known (on the event, or from the contact's
+        start); otherwise they wait for the start like surveys do, until the join grace
+        ends (``final``) and they count under channel ``unknown``. A wait ending before
+        the oldest bucket still kept is neither counted nor uncounted.
+        """
+        events = record.wait_events
+        if not events:
+            return
+        if record.ended_ms is not None:
+            events = [*events, WaitEvent(record.ended_ms, waits.ENDED)]
+        pairing = waits.pair(events)
+        grew = pairing.unmatched - record.wait_unmatched
+        if grew > 0:
+            self.wait_anomalies[UNMATCHED] += grew
+        record.wait_unmatched = pairing.unmatched
+        open_wait = pairing.open
+        if open_wait is None:
+            state.waiting.pop(contact_id, None)
+        else:
+            state.waiting[contact_id] = (open_wait.queued_ms, self._live_dim(state, open_wait, record))
+        state.touch_contact(contact_id)
+
+        ended = [w for w in pairing.waits if w.outcome == "answered" or w.outcome == "abandoned"]
+        counted = record.counted_waits or []
+        new = [w for w in ended if not any(c.wait == w for c in counted)]
+        if not final and record.started_ms is None and any(w.channel is None for w in new):
+            if not any(isinstance(item, PendingWaits) for item in record.pending or ()):
+                self._defer(state, contact_id, record, PendingWaits(wall_ms, events[-1].ts_ms), wall_ms)
+            return
+        late_before = self._late_before
+        kept: list[CountedWait] = []
+        for item in counted:
+            if item.wait in ended:
+                kept.append(item)
+            elif item.wait.ended_ms is not None and item.wait.ended_ms >= late_before:
+                self._count_wait(state, item, -1)
+        for wait in new:
+            if wait.ended_ms is not None and wait.ended_ms >= late_before:
+                kept.append(self._count_wait(state, self._as_counted(state, wait, record), 1))
+        record.counted_waits = kept or None
+
+    def _as_counted(self, state: PartitionState, wait: Wait, record: Contact) -> CountedWait:
+        """How an ended wait counts: its dimension and, by its queue's targets, the two flags."""
+        target = self.queues.of(wait.queue)
+        seconds = wait.seconds or 0.0
+        channel = wait.channel or record.channel or UNKNOWN
+        return CountedWait(
+            wait,
+            self.dim(state, wait.queue, channel, record.team, record.agent),
+            within_threshold=wait.outcome == "answered" and seconds <= target.service_level_threshold_s,
+            short_abandon=wait.outcome == "abandoned" and seconds < target.short_abandon_s,
+        )
+
+    def _count_wait(self, state: PartitionState, item: CountedWait, sign: int) -> CountedWait:
+        """Add (sign 1) or take back (-1) an ended wait's counts at its end's event time."""
+        wait = item.wait
+        assert wait.ended_ms is not None
+        counts = self._bucket(state, wait.ended_ms, item.dim)
+        counts[kpi.WAITS_ENDED] += sign
+        if wait.outcome == "answered":
+            counts[kpi.ANSWERED_CONTACTS] += sign
+            counts[kpi.ANSWER_WAIT_SECONDS] += sign * (wait.seconds or 0.0)
+            if item.within_threshold:
+                counts[kpi.ANSWERED_WITHIN_THRESHOLD] += sign
+        else:
+            counts[kpi.ABANDONED_CONTACTS] += sign
+            if item.short_abandon:
+                counts[kpi.SHORT_ABANDONED_CONTACTS] += sign
+        return item
+
+    def _live_dim(self, state: PartitionState, wait: Wait, record: Contact) -> str:
+        """The queue x channel a waiting contact shows under (cx_contacts_waiting)."""
+        return dim_key(self._capped(state, "queue", wait.queue), wait.channel or record.channel or UNKNOWN)
+
+    def recovered(self, state: PartitionState, wall_ms: int) -> None:
+        """After recovery: rebuild the in-memory queues and the waiting index from the records."""
+        rebuild_expiry_queues(state, wall_ms, self.grace_ms)
+        state.waiting.clear()
+        for contact_id, record in state.contacts.items():
+            if record.wait_events:
+                events = record.wait_events
+                if record.ended_ms is not None:
+                    events = [*events, WaitEvent(record.ended_ms, waits.ENDED)]
+                open_wait = waits.pair(events).open
+                if open_wait is not None:
+                    state.waiting[contact_id] = (
+                        open_wait.queued_ms,
+                        self._live_dim(state, open_wait, record),
+                    )
+
+    # -- agents (cx.agents) -----------------------------------------------------------
+    def _apply_agent(self, state: PartitionState, event: AgentState) -> None:
+        """An agent's state from its event time on (stream.domain.agents)."""
+        team = self._capped(state, "team", event.team) if event.team is not None else None
+        change = agents.AgentChange(event.ts_ms, event.state, team, event.event_id)
+        record = state.agents.get(event.agent_id)
+        if record is None:
+            record = state.agents[event.agent_id] = agents.AgentRecord([])
+        if agents.insert(record, change):
+            if event.queues is not None and record.changes[-1] is change:
+                record.queues = list(event.queues)
+            state.dirty_agents.add(event.agent_id)
+
+    def _expire_agents(self, state: PartitionState, now: int) -> None:
+        """Trim agent histories to the retention; forget agents offline for longer than the
+        contact TTL (about once a minute: a walk over every agent)."""
+        keep_from = now - self.retention_ms
+        gone_before = now - self.contact_ttl_ms
+        for agent_id, record in list(state.agents.items()):
+            newest = record.changes[-1] if record.changes else None
+            if newest is None or (newest.state == "offline" and newest.ts_ms < gone_before):
+                state.drop_agent(agent_id)
+            elif agents.trim(record, keep_from):
+                state.dirty_agents.add(agent_id)
 
     # -- customers: repeat contacts and channel switches --------------------------------
     def _apply_customer_message(self, state: PartitionState, message: RawMessage) -> None:
@@ -513,7 +678,7 @@ class Processor:
             still: list[Pending] = []
             for item in record.pending:
                 if item.received_ms + self.grace_ms <= wall_ms:
-                    self._apply_pending(state, record, item)
+                    self._apply_pending(state, contact_id, record, item)
                 else:
                     still.append(item)
             record.pending = still or None
@@ -533,10 +698,16 @@ class Processor:
             if record.newest_ms >= cutoff or record.pending:
                 expiry.append((max(record.newest_ms, cutoff + 1), contact_id))
                 continue
+            if contact_id in state.waiting:
+                self.wait_anomalies[EXPIRED] += 1  # never answered nor abandoned: not waiting forever
             state.drop_contact(contact_id)
 
         for customer_id in state.customers.expired(now - self.repeat_horizon_ms - self.retention_ms):
             state.drop_customer(customer_id)
+
+        if state.agents and now - state.agents_checked_ms >= 60_000:
+            state.agents_checked_ms = now
+            self._expire_agents(state, now)
 
         state.expire_dedup(horizon_start_ms=now - self.dedup_horizon_ms, max_ids=self.settings.dedup_max_ids)
 

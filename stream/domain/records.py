@@ -19,6 +19,9 @@ from typing import Any, Final
 
 import msgspec
 
+from stream.domain.agents import AgentRecord
+from stream.domain.waits import Wait, WaitEvent
+
 
 class PendingEnd(msgspec.Struct, array_like=True, tag="e", gc=False):
     """A ``contact_ended`` waiting for its ``contact_started``."""
@@ -44,7 +47,25 @@ class PendingSurvey(msgspec.Struct, array_like=True, tag="s", gc=False):
     agent: str | None = None
 
 
-Pending = PendingEnd | PendingSurvey
+class PendingWaits(msgspec.Struct, array_like=True, tag="w", gc=False):
+    """The contact's ended waits wait for its channel (``contact_started``) before being counted."""
+
+    received_ms: int
+    #: Event time of the newest wait event when deferred (for the record, not read).
+    ts_ms: int = 0
+
+
+Pending = PendingEnd | PendingSurvey | PendingWaits
+
+
+class CountedWait(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """An ended wait as it was counted: exactly what to subtract if a late event changes it."""
+
+    wait: Wait
+    #: Dimension key it was counted under (queue, channel[, team][, agent]).
+    dim: str
+    within_threshold: bool
+    short_abandon: bool
 
 
 class Contact(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
@@ -73,6 +94,14 @@ class Contact(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     surveys: list[str] | None = msgspec.field(default=None, name="sv")
     #: Events waiting for ``contact_started``.
     pending: list[Pending] | None = msgspec.field(default=None, name="pd")
+    #: Event time of ``contact_ended`` (ends an open wait as abandoned).
+    ended_ms: int | None = msgspec.field(default=None, name="et")
+    #: Queue / answer / abandon events in event-time order (stream.domain.waits).
+    wait_events: list[WaitEvent] | None = msgspec.field(default=None, name="wq")
+    #: The ended waits counted so far, as counted.
+    counted_waits: list[CountedWait] | None = msgspec.field(default=None, name="wc")
+    #: Answers / abandons that ended no wait, as last counted (cx_unmatched_wait_events_total).
+    wait_unmatched: int = msgspec.field(default=0, name="wu")
 
 
 class CustomerContact(msgspec.Struct, array_like=True, gc=False):
@@ -115,6 +144,11 @@ def contact_from_changelog(payload: Any) -> Contact:
     """A contact as the changelog holds it (also as written before the typed records, whose
     ``en`` was ``1``: not strict about that)."""
     return msgspec.convert(payload, Contact, strict=False)
+
+
+def agent_from_changelog(payload: Any) -> AgentRecord:
+    """An agent's recent state changes as the changelog holds them."""
+    return msgspec.convert(payload, AgentRecord)
 
 
 def history_from_changelog(payload: Any) -> History:

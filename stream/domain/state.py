@@ -20,6 +20,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from stream.domain.agents import AgentRecord
 from stream.domain.customer_store import DictCustomerStore
 from stream.domain.kpi import N_COUNTERS, Counts, upgrade_counts
 from stream.domain.records import Contact
@@ -33,6 +34,7 @@ CONTACT_PREFIX = "c:"
 DEDUP_PREFIX = "d:"
 CUSTOMER_PREFIX = "u:"
 LABELS_PREFIX = "l:"
+AGENT_PREFIX = "a:"
 #: Dimension keys of channel-transition counts start with this (labels never contain it).
 TRANSITION_MARK = "\x1e"
 MARKER_KEY = "m"
@@ -72,6 +74,7 @@ class BatchChanges:
     contacts: set[str]
     customers: set[str]
     labels: set[str]
+    agents: set[str]
     deleted_keys: list[str]
     #: The event ids first seen in this batch, as one unit of dedup expiry (None: no new ids).
     dedup: DedupBatch | None
@@ -98,6 +101,13 @@ class PartitionState:
     contact_expiry: deque[tuple[int, str]] = field(default_factory=deque)
     #: (wall ms when the grace ends, contact_id): joins waiting for contact_started.
     pending_expiry: deque[tuple[int, str]] = field(default_factory=deque)
+    #: contact_id -> (queued at, event time ms; "queue\x1fchannel") of every contact waiting now:
+    #: the live queue gauges. Derived from the contact records (rebuilt after recovery).
+    waiting: dict[str, tuple[int, str]] = field(default_factory=dict)
+    #: agent_id -> its recent state changes (stream.domain.agents), for the cx.agents topic.
+    agents: dict[str, AgentRecord] = field(default_factory=dict)
+    #: When agent histories were last trimmed (in memory: trimming is idempotent).
+    agents_checked_ms: int = 0
     #: Newest event time applied, for event-clock windows.
     watermark_ms: int = 0
     #: Bumped per bucket-hour on change, so window readers can cache hourly sums.
@@ -116,6 +126,7 @@ class PartitionState:
     dirty_contacts: set[str] = field(default_factory=set)
     dirty_customers: set[str] = field(default_factory=set)
     dirty_labels: set[str] = field(default_factory=set)
+    dirty_agents: set[str] = field(default_factory=set)
     new_dedup: list[str] = field(default_factory=list)
     new_dedup_newest_ms: int = 0
     deleted_keys: list[str] = field(default_factory=list)
@@ -180,6 +191,7 @@ class PartitionState:
     def drop_contact(self, contact_id: str) -> None:
         """Expire a contact record (persisted as a tombstone)."""
         self.contacts.pop(contact_id, None)
+        self.waiting.pop(contact_id, None)
         self.dirty_contacts.discard(contact_id)
         self.deleted_keys.append(f"{CONTACT_PREFIX}{contact_id}")
 
@@ -188,6 +200,12 @@ class PartitionState:
         self.customers.pop(customer_id, None)
         self.dirty_customers.discard(customer_id)
         self.deleted_keys.append(f"{CUSTOMER_PREFIX}{customer_id}")
+
+    def drop_agent(self, agent_id: str) -> None:
+        """Forget an agent (persisted as a tombstone)."""
+        self.agents.pop(agent_id, None)
+        self.dirty_agents.discard(agent_id)
+        self.deleted_keys.append(f"{AGENT_PREFIX}{agent_id}")
 
     def remember_ids(self, ids: list[str], offsets: list[int], newest_ms: int) -> None:
         """Record first-seen event ids of this batch (already checked as new)."""
@@ -228,11 +246,12 @@ class PartitionState:
             self.dirty_contacts,
             self.dirty_customers,
             self.dirty_labels,
+            self.dirty_agents,
             self.deleted_keys,
             dedup,
         )
         self.dirty_buckets, self.dirty_contacts, self.dirty_customers = set(), set(), set()
-        self.dirty_labels = set()
+        self.dirty_labels, self.dirty_agents = set(), set()
         self.deleted_keys, self.new_dedup, self.new_dedup_newest_ms = [], [], 0
         return changes
 
@@ -243,6 +262,7 @@ class PartitionState:
             or self.dirty_contacts
             or self.dirty_customers
             or self.dirty_labels
+            or self.dirty_agents
             or self.new_dedup
             or self.deleted_keys
         )

@@ -19,7 +19,7 @@ small samples a queue sees in a 15-minute window:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Final, Literal
@@ -93,8 +93,28 @@ class KpiSample:
 
     key: str
     method: Literal["wilson", "nps", "none"]
-    denominator: int
-    numerator: int | None = None
+    #: A counter index, or a function of the counts and the service-level policy.
+    denominator: int | Callable[[Sequence[float], str], float]
+    numerator: int | Callable[[Sequence[float], str], float] | None = None
+
+    def n(self, counts: Sequence[float], policy: str = kpi.DEFAULT_SERVICE_LEVEL_POLICY) -> float:
+        """The sample size (the denominator) in ``counts``."""
+        d = self.denominator
+        return counts[d] if isinstance(d, int) else d(counts, policy)
+
+    def successes(self, counts: Sequence[float], policy: str = kpi.DEFAULT_SERVICE_LEVEL_POLICY) -> float:
+        """The numerator of a proportion in ``counts``."""
+        k = self.numerator
+        assert k is not None
+        return counts[k] if isinstance(k, int) else k(counts, policy)
+
+
+def _offered(counts: Sequence[float], policy: str) -> float:
+    return kpi.offered_waits(counts)
+
+
+def _long_abandons(counts: Sequence[float], policy: str) -> float:
+    return counts[kpi.ABANDONED_CONTACTS] - counts[kpi.SHORT_ABANDONED_CONTACTS]
 
 
 KPI_SAMPLES: Final[dict[str, KpiSample]] = {
@@ -110,6 +130,11 @@ KPI_SAMPLES: Final[dict[str, KpiSample]] = {
         KpiSample("transfer_ratio", "wilson", kpi.CONTACTS_ENDED, kpi.TRANSFERRED_CONTACTS),
         KpiSample("handle_seconds_average", "none", kpi.HANDLE_COUNT),
         KpiSample("resolved_ratio", "wilson", kpi.RESOLUTION_REPORTED, kpi.RESOLVED),
+        KpiSample(
+            "service_level_ratio", "wilson", kpi.service_level_denominator, kpi.ANSWERED_WITHIN_THRESHOLD
+        ),
+        KpiSample("abandon_ratio", "wilson", _offered, _long_abandons),
+        KpiSample("answer_wait_seconds_average", "none", kpi.ANSWERED_CONTACTS),
     )
 }
 
@@ -117,25 +142,29 @@ KPI_SAMPLES: Final[dict[str, KpiSample]] = {
 INTERVAL_KPIS: Final[tuple[str, ...]] = tuple(k for k, s in KPI_SAMPLES.items() if s.method != "none")
 
 
-def sample_size(key: str, counts: Sequence[float]) -> float:
-    """The sample behind a KPI: its denominator (responses, contacts, ended contacts)."""
-    return counts[KPI_SAMPLES[key].denominator]
+def sample_size(key: str, counts: Sequence[float], policy: str = kpi.DEFAULT_SERVICE_LEVEL_POLICY) -> float:
+    """The sample behind a KPI: its denominator (responses, contacts, ended contacts, waits)."""
+    return KPI_SAMPLES[key].n(counts, policy)
 
 
-def kpi_interval(key: str, counts: Sequence[float], z: float = Z95) -> tuple[float, float] | None:
+def kpi_interval(
+    key: str,
+    counts: Sequence[float],
+    z: float = Z95,
+    policy: str = kpi.DEFAULT_SERVICE_LEVEL_POLICY,
+) -> tuple[float, float] | None:
     """Interval of a KPI in its own units (ratios 0..1, NPS -100..100).
 
     ``None`` for averages, and for an empty denominator (where the KPI itself is not
-    exported either).
+    exported either). ``policy``: the service-level policy (its denominator).
     """
     spec = KPI_SAMPLES[key]
-    n = counts[spec.denominator]
+    n = spec.n(counts, policy)
     if n <= 0 or spec.method == "none":
         return None
     if spec.method == "nps":
         return nps_interval(
             counts[kpi.NPS_PROMOTERS], counts[kpi.NPS_PASSIVES], counts[kpi.NPS_DETRACTORS], z
         )
-    assert spec.numerator is not None
     # A numerator above its denominator cannot come from the processor; clamp, never raise.
-    return wilson_interval(min(counts[spec.numerator], n), n, z)
+    return wilson_interval(min(max(spec.successes(counts, policy), 0.0), n), n, z)

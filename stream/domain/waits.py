@@ -1,7 +1,7 @@
 """Waits in queue: pairing ``contact_queued`` with its answer or abandon (contract v2).
 
-WORK IN PROGRESS (issue 13, branch ``wip/issue-13-waits``): the pure pairing and counting
-rules, not yet wired into the processor.
+The pure pairing and counting rules; the processor keeps each contact's wait events in its
+record and counts what changes (:meth:`stream.domain.processor.Processor._settle_waits`).
 
 A contact's wait events are kept in event-time order and the waits are *recomputed*
 from all of them whenever one arrives, because events arrive out of order: an answer
@@ -27,6 +27,8 @@ from collections.abc import Iterable
 from typing import Final, Literal
 
 import msgspec
+
+from stream.domain.ordered import insert_in_order
 
 QUEUED: Final = "q"
 ANSWERED: Final = "a"
@@ -81,14 +83,7 @@ class Pairing(msgspec.Struct, frozen=True):
 
 def insert(events: list[WaitEvent], event: WaitEvent) -> bool:
     """Insert ``event`` in order; False if the same event is already there (a redelivery)."""
-    key = event.order()
-    position = len(events)
-    while position and events[position - 1].order() > key:
-        position -= 1
-    if position and events[position - 1] == event:
-        return False
-    events.insert(position, event)
-    return True
+    return insert_in_order(events, event, WaitEvent.order)
 
 
 def pair(events: Iterable[WaitEvent]) -> Pairing:

@@ -14,21 +14,30 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from stream.config.timeutil import now_ms
-from stream.domain.kpi import CHANNEL_SWITCHES, derived_kpis, survey_response_ratios, zero_counts
+from stream.domain import agents
+from stream.domain.kpi import CHANNEL_SWITCHES, WAITS_ENDED, derived_kpis, survey_response_ratios, zero_counts
 from stream.domain.metrics_catalog import (
+    AGENT_STATE_SECONDS,
+    AGENTS_NOW,
+    CONTACTS_WAITING,
     COUNT_METRICS,
     EVENTS_TOTAL,
     INTERNAL_OUTCOMES,
     INTERNAL_RECORDS_TOTAL,
+    LONGEST_WAIT,
+    OCCUPANCY,
     OUTCOMES,
+    QUEUE_LABELS,
     RATIO_METRICS,
     RESPONSE_RATIO,
     SWITCH_TRANSITIONS,
     TRANSITION_LABELS,
+    UNMATCHED_WAIT_EVENTS,
+    WAITS_EXPIRED,
 )
-from stream.domain.processor import Processor
-from stream.domain.state import TRANSITION_MARK, PartitionState, split_dim_key
-from stream.query.windows import WindowReader
+from stream.domain.processor import EXPIRED, UNMATCHED, Processor
+from stream.domain.state import DIM_SEPARATOR, TRANSITION_MARK, PartitionState, split_dim_key
+from stream.query.windows import WindowReader, WindowTotals
 
 
 class KpiCollector(Collector):
@@ -72,6 +81,7 @@ class KpiCollector(Collector):
             SWITCH_TRANSITIONS.name, SWITCH_TRANSITIONS.help, labels=TRANSITION_LABELS
         )
         empty = zero_counts()
+        policy = self._processor.service_level_policy
         for window, per_dim in totals.items():
             for dim in transitions:
                 counts = per_dim.get(dim, empty)
@@ -81,7 +91,7 @@ class KpiCollector(Collector):
                 labels = [window, *split_dim_key(dim)]
                 for spec in COUNT_METRICS:
                     counts_f[spec.name].add_metric(labels, counts[spec.source])  # type: ignore[index]
-                derived = derived_kpis(counts)
+                derived = derived_kpis(counts, policy)
                 for spec in RATIO_METRICS:
                     value = derived[spec.source]  # type: ignore[index]
                     if value is not None:
@@ -93,6 +103,8 @@ class KpiCollector(Collector):
         yield from ratio_f.values()
         yield response_f
         yield transitions_f
+        yield from self._queue_now(states, totals, now)
+        yield from self._agents(states, now)
 
         events = CounterMetricFamily(
             EVENTS_TOTAL.name.removesuffix("_total"), EVENTS_TOTAL.help, labels=("topic", "outcome")
@@ -129,6 +141,64 @@ class KpiCollector(Collector):
             "Newest event time processed (epoch seconds).",
             self._processor.watermark_ms / 1000,
         )
+
+    def _queue_now(self, states: list[PartitionState], totals: WindowTotals, now: int) -> Iterator[Metric]:
+        """The live queue gauges: who waits now, and since when (the states' waiting index)."""
+        waiting: dict[str, list[int]] = {}  # "queue\x1fchannel" -> [count, oldest queued ms]
+        for state in states:
+            for queued_ms, dim in state.waiting.values():
+                entry = waiting.get(dim)
+                if entry is None:
+                    waiting[dim] = [1, queued_ms]
+                else:
+                    entry[0] += 1
+                    entry[1] = min(entry[1], queued_ms)
+        # A queue x channel with waits in the longest window reads 0 when nobody waits.
+        for per_dim in totals.values():
+            for dim, counts in per_dim.items():
+                if counts[WAITS_ENDED] and not dim.startswith(TRANSITION_MARK):
+                    waiting.setdefault(DIM_SEPARATOR.join(split_dim_key(dim)[:2]), [0, 0])
+        contacts = GaugeMetricFamily(CONTACTS_WAITING.name, CONTACTS_WAITING.help, labels=QUEUE_LABELS)
+        longest = GaugeMetricFamily(LONGEST_WAIT.name, LONGEST_WAIT.help, labels=QUEUE_LABELS)
+        for dim in sorted(waiting):
+            count, oldest = waiting[dim]
+            labels = split_dim_key(dim)
+            contacts.add_metric(labels, count)
+            if count:
+                longest.add_metric(labels, max(0, now - oldest) / 1000)
+        yield contacts
+        yield longest
+        anomalies = self._processor.wait_anomalies
+        for spec, key in ((UNMATCHED_WAIT_EVENTS, UNMATCHED), (WAITS_EXPIRED, EXPIRED)):
+            yield CounterMetricFamily(
+                spec.name.removesuffix("_total"), spec.help, value=anomalies.get(key, 0)
+            )
+
+    def _agents(self, states: list[PartitionState], now: int) -> Iterator[Metric]:
+        """Agents by state now, and agent time per window (stream.domain.agents)."""
+        records = [record for state in states for record in state.agents.values()]
+        now_f = GaugeMetricFamily(AGENTS_NOW.name, AGENTS_NOW.help, labels=AGENTS_NOW.labels)
+        for (state_name, team), count in sorted(agents.agents_now(records).items()):
+            now_f.add_metric([state_name, team], count)
+        yield now_f
+        seconds_f = GaugeMetricFamily(
+            AGENT_STATE_SECONDS.name, AGENT_STATE_SECONDS.help, labels=AGENT_STATE_SECONDS.labels
+        )
+        occupancy_f = GaugeMetricFamily(OCCUPANCY.name, OCCUPANCY.help, labels=OCCUPANCY.labels)
+        if records:
+            for window, seconds in self._reader.windows:
+                first, _ = self._reader.window_bounds(now, seconds, window)
+                per_team: dict[str, dict[str, float]] = {}
+                for (team, state_name), value in agents.state_seconds(records, first * 1000, now).items():
+                    per_team.setdefault(team, {})[state_name] = value
+                for team in sorted(per_team):
+                    for state_name in agents.AGENT_STATES:
+                        seconds_f.add_metric([window, team, state_name], per_team[team].get(state_name, 0.0))
+                    ratio = agents.occupancy(per_team[team])
+                    if ratio is not None:
+                        occupancy_f.add_metric([window, team], ratio)
+        yield seconds_f
+        yield occupancy_f
 
 
 def _gauge(name: str, help_text: str, value: float) -> GaugeMetricFamily:

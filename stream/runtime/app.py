@@ -1,4 +1,4 @@
-"""The Faust application: one agent over both input topics, a state log, a timer, /metrics.
+"""The Faust application: one agent over the input topics, a state log, a timer, /metrics.
 
 ``create_app(settings)`` builds everything from settings (no module-level app),
 so tests and benchmarks can run several differently configured apps.
@@ -27,7 +27,6 @@ from stream.domain.processor import (
     RawMessage,
     customer_partition,
     customer_topic_name,
-    rebuild_expiry_queues,
 )
 from stream.domain.state import PartitionState
 from stream.outputs.exporter import KpiCollector, build_registry
@@ -117,6 +116,7 @@ def create_app(settings: Settings) -> CxStream:
     inputs = app.topic(
         settings.topic_interactions,
         settings.topic_surveys,
+        settings.topic_agents,
         customer_topic_name_,
         partitions=settings.partitions,
         key_serializer="raw",
@@ -130,7 +130,7 @@ def create_app(settings: Settings) -> CxStream:
     )
     # Input topics arrive as one message per fetched chunk (stream/runtime/transport.py).
     app.chunked_topics = frozenset(
-        (settings.topic_interactions, settings.topic_surveys, customer_topic_name_)
+        (settings.topic_interactions, settings.topic_surveys, settings.topic_agents, customer_topic_name_)
     )
     table = StateLogTable(
         app,
@@ -143,20 +143,20 @@ def create_app(settings: Settings) -> CxStream:
     table.owned_topics = {
         settings.topic_interactions,
         settings.topic_surveys,
+        settings.topic_agents,
         customer_topic_name_,
         table.changelog_topic_name,
     }
 
     processor = Processor(settings)
-    grace_ms = int(settings.join_grace * 1000)
     table.customer_store_factory = customer_store_factory(settings.store, settings.data_dir)
-    table.on_state_ready = lambda state: rebuild_expiry_queues(state, now_ms(), grace_ms)
+    table.on_state_ready = lambda state: processor.recovered(state, now_ms())
     reader = reader_for(settings)
     collector = KpiCollector(
         lambda: table.states.values(),
         processor,
         reader,
-        topics=(settings.topic_interactions, settings.topic_surveys),
+        topics=(settings.topic_interactions, settings.topic_surveys, settings.topic_agents),
         internal_topics=(customer_topic_name_,),
     )
     registry = build_registry(collector)

@@ -30,9 +30,10 @@ import orjson
 from faust.types import TP, EventT
 
 from stream.domain.kpi import upgrade_counts
-from stream.domain.records import contact_from_changelog, history_from_changelog
+from stream.domain.records import agent_from_changelog, contact_from_changelog, history_from_changelog
 from stream.domain.records import encoder as records_encoder
 from stream.domain.state import (
+    AGENT_PREFIX,
     BUCKET_PREFIX,
     CONTACT_PREFIX,
     CUSTOMER_PREFIX,
@@ -77,6 +78,10 @@ def changelog_records(state: PartitionState) -> list[tuple[bytes, bytes]]:
             put(f"{CUSTOMER_PREFIX}{customer_id}", history)
     for label in changes.labels:
         put(f"{LABELS_PREFIX}{label}", state.label_values.get(label, []))
+    for agent_id in changes.agents:
+        agent = state.agents.get(agent_id)
+        if agent is not None:
+            put(f"{AGENT_PREFIX}{agent_id}", agent)
     if changes.dedup is not None:
         dedup, batch = state.dedup, changes.dedup
         put(batch.key, {"n": batch.newest_ms, "ids": batch.ids, "o": [dedup[i] for i in batch.ids]})
@@ -201,6 +206,12 @@ class StateLogTable(faust.Table):
                 state.customers.pop(customer_id, None)
             else:
                 state.customers[customer_id] = history_from_changelog(payload)
+        elif key.startswith(AGENT_PREFIX):
+            agent_id = key[len(AGENT_PREFIX) :]
+            if payload is None:
+                state.agents.pop(agent_id, None)
+            else:
+                state.agents[agent_id] = agent_from_changelog(payload)
         elif key.startswith(LABELS_PREFIX):
             if isinstance(payload, list):
                 state.restore_label_values(key[len(LABELS_PREFIX) :], [str(v) for v in payload])

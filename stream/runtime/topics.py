@@ -32,6 +32,7 @@ async def ensure_topics(settings: Settings, *, timeout: float = 30.0) -> None:
     names = [
         settings.topic_interactions,
         settings.topic_surveys,
+        settings.topic_agents,
         customer_topic_name(settings),
         settings.topic_deadletter,
     ]
@@ -63,7 +64,7 @@ async def ensure_topics(settings: Settings, *, timeout: float = 30.0) -> None:
                 )
         elif missing:
             raise TopicConfigError(f"topics {missing} do not exist and CXSTREAM_CREATE_TOPICS is false")
-        described = await admin.describe_topics(names[:3])
+        described = await admin.describe_topics(names[:4])
         for topic in described:
             count = len(topic.get("partitions", []))
             if count and count != settings.partitions:

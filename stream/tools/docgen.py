@@ -58,6 +58,10 @@ def _labels(spec: MetricSpec) -> str:
     return f"window, queue, channel{extra}"
 
 
+#: The contract's section on the queue KPIs (contract v2), as ../shared/CONTRACT.md words it.
+OPERATIONS_KPIS = Path(__file__).resolve().parents[1] / "defaults" / "operations_kpis.md"
+
+
 def metrics_markdown() -> str:
     """docs/metrics.md: every exported metric with kind, labels and meaning."""
     lines = [
@@ -88,6 +92,13 @@ def metrics_markdown() -> str:
         kind = {"count": "gauge (count)", "ratio": "gauge (ratio)"}.get(spec.kind, spec.kind)
         contract = "yes" if spec.contract else "extension"
         lines.append(f"| `{spec.name}` | {kind} | {_labels(spec)} | {spec.help} | {contract} |")
+    lines += [
+        "",
+        "The queue KPIs as the contract defines them (cxstream's implementation, settings and a",
+        "worked example: [queues.md](queues.md)):",
+        "",
+        "#" + OPERATIONS_KPIS.read_text(encoding="utf-8").rstrip(),
+    ]
     return "\n".join(lines) + "\n"
 
 

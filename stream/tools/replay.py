@@ -117,7 +117,7 @@ class Replay:
         self.customer_topic = customer_topic_name(settings)
         self._offsets: dict[tuple[str, int], int] = defaultdict(int)
         self.dead_letters = 0
-        self.known_topics = {settings.topic_interactions, settings.topic_surveys}
+        self.known_topics = {settings.topic_interactions, settings.topic_surveys, settings.topic_agents}
 
     def _partition(self, key: bytes) -> int:
         # The worker's own partitioner for the customer topic; for the input topics any
@@ -137,7 +137,7 @@ class Replay:
             if record[0] not in self.known_topics:
                 raise ValueError(
                     f"record for topic {record[0]!r}; expected {sorted(self.known_topics)} "
-                    "(set CXSTREAM_TOPIC_INTERACTIONS / CXSTREAM_TOPIC_SURVEYS)"
+                    "(set CXSTREAM_TOPIC_INTERACTIONS / CXSTREAM_TOPIC_SURVEYS / CXSTREAM_TOPIC_AGENTS)"
                 )
             chunk.append(record)
             if len(chunk) >= CHUNK:
@@ -193,7 +193,8 @@ def write_output(totals: WindowTotals, replay: Replay, fmt: str, out: TextIO) ->
                 continue
             row: dict[str, Any] = {"window": window, **dict(zip(labels, split_dim_key(dim), strict=False))}
             row.update({name: counts[i] for i, name in enumerate(COUNTERS)})
-            row.update({k: v for k, v in derived_kpis(counts).items() if v is not None})
+            derived = derived_kpis(counts, replay.settings.service_level_policy)
+            row.update({k: v for k, v in derived.items() if v is not None})
             rows.append(row)
     if fmt == "json":
         summary = {

@@ -236,7 +236,7 @@ def test_three_workers_one_episode_fire_rebalance_handover_resolve(
         accepted = 0.0
         for w in workers:
             for labels, v in w.samples().get("cx_events_total", []):
-                assert labels["topic"] in (topics.interactions, topics.surveys), labels
+                assert labels["topic"] in (topics.interactions, topics.surveys, topics.agents), labels
                 accepted += v if labels["outcome"] == "accepted" else 0
         assert accepted == len(journeys) + 24  # the internal re-keying is not input
         assert sum(metric(w, "cx_internal_records_total") for w in workers) == len(journeys)

@@ -66,7 +66,7 @@ def error_of(text: str, **kwargs: object) -> str:
 def test_default_rules_load_with_default_settings() -> None:
     rules = load_rules_for(load_settings())
     names = [r.name for r in rules]
-    assert names == ["ces_high_effort_spike", "csat_low", "repeat_contacts_high"]
+    assert names == ["ces_high_effort_spike", "csat_low", "repeat_contacts_high", "service_level_low"]
     spike = rules[0]
     assert spike.metric == "cx_ces_high_effort_ratio"
     assert spike.kpi == "ces_high_effort_ratio"

@@ -195,8 +195,14 @@ def test_kpi_interval_contains_the_exported_kpi(key: str, raw: list[int]) -> Non
     counts[kpi.NPS_RESPONSES] = (
         counts[kpi.NPS_PROMOTERS] + counts[kpi.NPS_PASSIVES] + counts[kpi.NPS_DETRACTORS]
     )
+    for part, whole in (
+        (kpi.ANSWERED_WITHIN_THRESHOLD, kpi.ANSWERED_CONTACTS),
+        (kpi.SHORT_ABANDONED_CONTACTS, kpi.ABANDONED_CONTACTS),
+    ):
+        counts[part] = min(counts[part], counts[whole])
+    counts[kpi.WAITS_ENDED] = counts[kpi.ANSWERED_CONTACTS] + counts[kpi.ABANDONED_CONTACTS]
     spec = stats.KPI_SAMPLES[key]
-    if spec.numerator is not None:
+    if isinstance(spec.numerator, int) and isinstance(spec.denominator, int):
         counts[spec.numerator] = min(counts[spec.numerator], counts[spec.denominator])
     value = kpi.derived_kpis(counts)[key]
     interval = kpi_interval(key, counts)

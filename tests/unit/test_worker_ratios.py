@@ -35,12 +35,8 @@ NOW = 1_795_341_600_000  # 2026-11-22T10:00:00Z
 MIN = 60_000
 CHANNELS = ("voice", "chat", "email")
 QUEUES = ("billing", "sales")
-#: Ratio key -> (numerator index, denominator index), for the additivity check.
-PARTS = {
-    key: (spec.numerator, spec.denominator)
-    for key, spec in stats.KPI_SAMPLES.items()
-    if spec.numerator is not None
-}
+#: The ratios with a numerator (proportions), for the additivity check.
+PARTS = {key: spec for key, spec in stats.KPI_SAMPLES.items() if spec.numerator is not None}
 
 
 @pytest.fixture(autouse=True)
@@ -182,18 +178,17 @@ def test_per_worker_ratios_are_samples_of_the_global_one(seed: int, partitions: 
             if dim.startswith(TRANSITION_MARK):
                 continue
             parts = [w[window].get(dim, kpi.zero_counts()) for w in per_worker]
-            for key, (numerator, denominator) in PARTS.items():
-                assert numerator is not None
+            for key, spec in PARTS.items():
                 # Counts add up over workers ...
-                assert sum(p[numerator] for p in parts) == total[numerator]
-                assert sum(p[denominator] for p in parts) == total[denominator]
+                assert sum(spec.successes(p) for p in parts) == spec.successes(total)
+                assert sum(spec.n(p) for p in parts) == spec.n(total)
                 # ... each worker's numerator is within its own denominator ...
-                assert all(p[numerator] <= p[denominator] for p in parts), (key, window, dim)
+                assert all(spec.successes(p) <= spec.n(p) for p in parts), (key, window, dim)
                 # ... so the global ratio is the denominator-weighted mean of the workers'.
-                if total[denominator]:
-                    weighted = sum(
-                        kpi.derived_kpis(p)[key] * p[denominator] for p in parts if p[denominator]
-                    ) / sum(p[denominator] for p in parts)
+                if spec.n(total):
+                    weighted = sum(kpi.derived_kpis(p)[key] * spec.n(p) for p in parts if spec.n(p)) / sum(
+                        spec.n(p) for p in parts
+                    )
                     assert weighted == pytest.approx(kpi.derived_kpis(total)[key])
             # Summed over workers, the repeat denominator is every contact started.
             assert total[kpi.REPEAT_CHECKED_CONTACTS] == total[kpi.CONTACTS], (window, dim)
