@@ -225,7 +225,7 @@ def rule_status(view: GlobalView, settings: Settings, now: int) -> list[dict[str
     rows: list[dict[str, Any]] = []
     totals = view.totals()
     for rule in load_rules_for(settings, settings.label_names):
-        observations = observe(rule, totals, settings.label_names)
+        observations = observe(rule, totals, settings.label_names, view.waiting_now(now))
         if not observations:
             rows.append({"rule": rule.name, "labels": {}, "value": None, "samples": 0, "verdict": "no data"})
         for key, obs in sorted(observations.items()):

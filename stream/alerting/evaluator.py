@@ -127,6 +127,24 @@ def _escape(value: str) -> str:
 
 
 # -- observations from window totals ----------------------------------------------------------
+def observe_live(rule: Rule, live: Mapping[str, tuple[int, float | None]]) -> dict[GroupKey, Observation]:
+    """Live gauges by the rule's groups: samples = contacts waiting; the value the longest
+    wait (None when nobody waits: the condition is clear) or the number waiting."""
+    positions = [("queue", "channel").index(label) for label in rule.group_by]
+    groups: dict[GroupKey, tuple[int, float | None]] = {}
+    for dim, (count, longest) in live.items():
+        parts = split_dim_key(dim)
+        key = tuple(parts[i] if i < len(parts) else "" for i in positions)
+        held, held_longest = groups.get(key, (0, None))
+        if longest is not None and (held_longest is None or longest > held_longest):
+            held_longest = longest
+        groups[key] = (held + count, held_longest)
+    return {
+        key: Observation(value=float(count) if rule.kpi == "contacts_waiting" else longest, samples=count)
+        for key, (count, longest) in groups.items()
+    }
+
+
 def group_totals(
     per_dim: Mapping[str, Counts], group_by: Sequence[str], label_names: Sequence[str]
 ) -> dict[GroupKey, Counts]:
@@ -146,13 +164,20 @@ def group_totals(
 
 
 def observe(
-    rule: Rule, totals: WindowTotals, label_names: Sequence[str] = ("queue", "channel")
+    rule: Rule,
+    totals: WindowTotals,
+    label_names: Sequence[str] = ("queue", "channel"),
+    live: Mapping[str, tuple[int, float | None]] | None = None,
 ) -> dict[GroupKey, Observation]:
     """The rule's observation for every group with data in its window.
 
     A spike rule's baseline is the baseline window *minus* the rule's window (counts
-    subtracted), so a spike never raises its own baseline.
+    subtracted), so a spike never raises its own baseline. A rule on a live gauge reads
+    ``live`` instead: ``"queue\x1fchannel" -> (contacts waiting, longest wait s)``
+    (:meth:`stream.query.partition_views.GlobalView.waiting_now`).
     """
+    if rule.live:
+        return observe_live(rule, live or {})
     short = group_totals(totals.get(rule.window, {}), rule.group_by, label_names)
     long: dict[GroupKey, Counts] = {}
     if rule.spike:
@@ -339,14 +364,19 @@ class Evaluator:
         return refused
 
     def evaluate(
-        self, totals: WindowTotals, now_ms: int, controls: Controls | None = None
+        self,
+        totals: WindowTotals,
+        now_ms: int,
+        controls: Controls | None = None,
+        live: Mapping[str, tuple[int, float | None]] | None = None,
     ) -> list[Transition]:
-        """One evaluation at ``now_ms`` over the window totals; returns the transitions made."""
+        """One evaluation at ``now_ms`` over the window totals (and the live waiting, for
+        rules on live gauges); returns the transitions made."""
         controls = controls or Controls()
         transitions: list[Transition] = []
         seen: set[str] = set()
         for rule in self.rules.values():
-            observations = observe(rule, totals, self.label_names)
+            observations = observe(rule, totals, self.label_names, live)
             for key, obs in observations.items():
                 labels = dict(zip(rule.group_by, key, strict=True))
                 aid = alert_id(rule.name, labels)

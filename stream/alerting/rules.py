@@ -35,14 +35,23 @@ from stream.domain.metrics_catalog import RATIO_METRICS
 
 log = logging.getLogger(__name__)
 
-#: Rule metric name (a contract KPI gauge) -> key in stream.domain.kpi.derived_kpis.
-METRICS: Final[dict[str, str]] = {spec.name: str(spec.source) for spec in RATIO_METRICS}
+#: Live queue gauges a rule may watch: no window, evaluated on the waiting contacts now.
+LIVE_METRICS: Final[dict[str, str]] = {
+    "cx_longest_wait_seconds": "longest_wait_seconds",
+    "cx_contacts_waiting": "contacts_waiting",
+}
+#: The window label of a rule on a live metric.
+NOW: Final = "now"
+#: Rule metric name (a contract KPI gauge) -> key in stream.domain.kpi.derived_kpis (or a live key).
+METRICS: Final[dict[str, str]] = {spec.name: str(spec.source) for spec in RATIO_METRICS} | LIVE_METRICS
 #: Valid range of each KPI, to catch "25" meant as 25% for a 0..1 ratio.
 _RANGES: Final[dict[str, tuple[float, float]]] = {
     "nps_score": (-100.0, 100.0),
     "csat_average": (1.0, 5.0),
     "handle_seconds_average": (0.0, float("inf")),
     "answer_wait_seconds_average": (0.0, float("inf")),
+    "longest_wait_seconds": (0.0, float("inf")),
+    "contacts_waiting": (0.0, float("inf")),
 }
 OPERATORS: Final = (">", ">=", "<", "<=")
 USES: Final = ("point", "interval")
@@ -104,6 +113,11 @@ class Rule:
     description: str = ""
     #: What cx_service_level_ratio divides by (CXSTREAM_SERVICE_LEVEL_POLICY).
     policy: str = DEFAULT_SERVICE_LEVEL_POLICY
+
+    @property
+    def live(self) -> bool:
+        """A rule on a live queue gauge (no window)."""
+        return self.window == NOW
 
     @property
     def above(self) -> bool:
@@ -283,7 +297,8 @@ class RuleFields(BaseModel):
     description: str = ""
     enabled: bool = True
     metric: Annotated[str, AfterValidator(_metric)]
-    window: WindowText
+    #: Required, except on the live metrics (LIVE_METRICS), which have none.
+    window: WindowText | None = None
     group_by: list[str] = []
     op: Literal[">", ">=", "<", "<="]
     threshold: float
@@ -363,17 +378,26 @@ def _compile(
         return None
     metric = fields.metric
     kpi_key = METRICS[metric]
-    window, window_s = _window("window", fields.window, windows)
+    live = metric in LIVE_METRICS
+    if live:
+        if fields.window is not None:
+            raise _FieldError("window", f"{metric} is a live gauge (waiting now): leave window out")
+        window, window_s = NOW, 0
+    elif fields.window is None:
+        raise _FieldError("window", "is required (one of CXSTREAM_WINDOWS)")
+    else:
+        window, window_s = _window("window", fields.window, windows)
 
     group_by: list[str] = []
+    valid = ("queue", "channel") if live else label_names
     for label in fields.group_by:
-        if label not in label_names:
-            raise _FieldError("group_by", f"unknown label {label!r} (valid here: {', '.join(label_names)})")
+        if label not in valid:
+            raise _FieldError("group_by", f"unknown label {label!r} (valid here: {', '.join(valid)})")
         if label in group_by:
             raise _FieldError("group_by", f"label {label!r} listed twice")
         group_by.append(label)
     # Canonical order, so the alert id never depends on how the file lists them.
-    group = tuple(label for label in label_names if label in group_by)
+    group = tuple(label for label in valid if label in group_by)
 
     threshold = fields.threshold
     low, high = _RANGES.get(kpi_key, (0.0, 1.0))
@@ -381,13 +405,18 @@ def _compile(
         hint = " (ratios are 0..1, not percent)" if high == 1.0 else ""
         raise _FieldError("threshold", f"{threshold:g} is outside {low:g}..{high:g} for {metric}{hint}")
 
-    min_samples = default_min_samples if fields.min_samples is None else fields.min_samples
+    # On a live gauge the samples are the contacts waiting: one is enough by default.
+    default = 1 if live else default_min_samples
+    min_samples = default if fields.min_samples is None else fields.min_samples
     if min_samples < 1:
         raise _FieldError("min_samples", "must be a whole number >= 1")
+    if live and fields.spike is not None:
+        raise _FieldError("spike", f"{metric} is a live gauge: it has no baseline window")
     spike = _spike(fields.spike, kpi_key, window_s, windows, min_samples)
 
-    if fields.use == "interval" and stats.KPI_SAMPLES[kpi_key].method == "none":
-        raise _FieldError("use", f"{metric} is an average: it has no interval, use 'point'")
+    if fields.use == "interval" and (live or stats.KPI_SAMPLES[kpi_key].method == "none"):
+        kind = "a live gauge" if live else "an average"
+        raise _FieldError("use", f"{metric} is {kind}: it has no interval, use 'point'")
     try:
         z = stats.z_for(fields.confidence)
     except ValueError as exc:
@@ -483,7 +512,7 @@ def summary_fields(rule: Rule) -> dict[str, Any]:
         "samples": 100,
         "labels": "{}",
     }
-    if stats.KPI_SAMPLES[rule.kpi].method != "none":
+    if rule.kpi in stats.KPI_SAMPLES and stats.KPI_SAMPLES[rule.kpi].method != "none":
         fields.update(low=0.4, high=0.6)
     if rule.spike:
         fields.update(baseline=0.4, baseline_samples=1000, baseline_window=rule.spike.baseline)

@@ -129,6 +129,7 @@ class AlertService:
                 partitions=self.partitions,
                 worker=self.worker,
                 at=wall_ms,
+                ref=now,
             )
             for state in self._states()
         ]
@@ -157,7 +158,7 @@ class AlertService:
             self._missing_logged = missing
             return []
         self._missing_logged = ()
-        transitions = self.evaluator.evaluate(view.totals(), wall, self.sink.controls)
+        transitions = self.evaluator.evaluate(view.totals(), wall, self.sink.controls, view.waiting_now(wall))
         self.last_evaluation_ms = wall
         self._record(transitions)
         self._saved_state = orjson.dumps(

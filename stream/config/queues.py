@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, time
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -123,6 +123,13 @@ class QueueTarget:
             else self.business_hours.model_dump(mode="json"),
             "timezone": self.timezone,
         }
+
+
+#: The targets of the settings' defaults (tests/unit/test_queues_file.py keeps them equal), for
+#: readers without settings.
+DEFAULT_TARGET: Final = QueueTarget(
+    service_level_threshold_s=20.0, short_abandon_s=5.0, service_level_target=0.8, longest_wait_limit_s=120.0
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,7 @@ from stream.domain.metrics_catalog import (
 )
 from stream.domain.processor import EXPIRED, UNMATCHED, Processor
 from stream.domain.state import DIM_SEPARATOR, TRANSITION_MARK, PartitionState, split_dim_key
+from stream.query.live import waiting_by_dim
 from stream.query.windows import WindowReader, WindowTotals
 
 
@@ -144,15 +145,7 @@ class KpiCollector(Collector):
 
     def _queue_now(self, states: list[PartitionState], totals: WindowTotals, now: int) -> Iterator[Metric]:
         """The live queue gauges: who waits now, and since when (the states' waiting index)."""
-        waiting: dict[str, list[int]] = {}  # "queue\x1fchannel" -> [count, oldest queued ms]
-        for state in states:
-            for queued_ms, dim in state.waiting.values():
-                entry = waiting.get(dim)
-                if entry is None:
-                    waiting[dim] = [1, queued_ms]
-                else:
-                    entry[0] += 1
-                    entry[1] = min(entry[1], queued_ms)
+        waiting = waiting_by_dim(states)  # "queue\x1fchannel" -> [count, oldest queued ms]
         # A queue x channel with waits in the longest window reads 0 when nobody waits.
         for per_dim in totals.values():
             for dim, counts in per_dim.items():

@@ -33,6 +33,7 @@ import orjson
 from stream.domain import kpi
 from stream.domain.kpi import Counts
 from stream.domain.state import TRANSITION_MARK, UNKNOWN, PartitionState, dim_key, split_dim_key
+from stream.query.live import Waiting, add_waiting, agents_by, waiting_by_dim
 from stream.query.windows import WindowTotals
 
 VIEW_VERSION = 1
@@ -56,10 +57,22 @@ class PartitionView:
     position: int
     #: window label -> dimension key (queue, channel[, team][, agent]) -> counter vector.
     windows: dict[str, dict[str, Counts]] = field(default_factory=dict)
+    #: Live, as of ``ref``: "queue\x1fchannel" -> [contacts waiting, oldest queued at (ms)].
+    waiting: Waiting = field(default_factory=dict)
+    #: Live: agents by newest state, "state\x1fteam" -> n and "state\x1fqueue" -> n.
+    agents: dict[str, int] = field(default_factory=dict)
+    agent_queues: dict[str, int] = field(default_factory=dict)
+    #: The reference time (the windows' "now", ms) the view was computed at: wall clock, or
+    #: the newest event time under CXSTREAM_CLOCK=event. 0: unknown (an older writer).
+    ref: int = 0
 
     def order(self) -> tuple[int, int]:
         """Views of one partition compare by this: more input applied, then computed later."""
         return self.position, self.at
+
+    def ages_from(self, now_ms: int) -> int:
+        """What to add to ``ref`` for "now" at wall time ``now_ms`` (the view's age)."""
+        return (self.ref or self.at) + max(0, now_ms - self.at)
 
 
 def position_of(state: PartitionState) -> int:
@@ -68,14 +81,33 @@ def position_of(state: PartitionState) -> int:
 
 
 def view_of(
-    state: PartitionState, totals: WindowTotals, *, partitions: int, worker: str, at: int
+    state: PartitionState,
+    totals: WindowTotals,
+    *,
+    partitions: int,
+    worker: str,
+    at: int,
+    ref: int | None = None,
 ) -> PartitionView:
-    """The view of one partition from its window totals (``WindowReader.read_partition``)."""
+    """The view of one partition from its window totals (``WindowReader.read_partition``) and
+    its live queue state; ``ref``: the reference time the totals end at (default ``at``)."""
     windows = {
         window: {dim: counts for dim, counts in per_dim.items() if not dim.startswith(TRANSITION_MARK)}
         for window, per_dim in totals.items()
     }
-    return PartitionView(state.partition, partitions, worker, at, position_of(state), windows)
+    by_team, by_queue = agents_by([state])
+    return PartitionView(
+        state.partition,
+        partitions,
+        worker,
+        at,
+        position_of(state),
+        windows,
+        waiting_by_dim([state]),
+        by_team,
+        by_queue,
+        at if ref is None else ref,
+    )
 
 
 # -- encoding -------------------------------------------------------------------------------------
@@ -103,6 +135,12 @@ def encode_view(view: PartitionView, label_names: Sequence[str]) -> str:
             "labels": list(label_names),
             "counters": list(kpi.COUNTERS),
             "windows": windows,
+            "ref": view.ref,
+            "waiting": [
+                [*split_dim_key(dim), n, oldest] for dim, (n, oldest) in sorted(view.waiting.items())
+            ],
+            "agents": [[*split_dim_key(key), n] for key, n in sorted(view.agents.items())],
+            "agent_queues": [[*split_dim_key(key), n] for key, n in sorted(view.agent_queues.items())],
         }
     ).decode()
 
@@ -152,7 +190,37 @@ def decode_view(raw: str | bytes, label_names: Sequence[str] = ("queue", "channe
                 if pos is not None:
                     counts[pos] += _number(value)
         windows[str(window)] = per_dim
-    return PartitionView(partition, partitions, str(data.get("worker", "")), at, position, windows)
+    waiting: Waiting = {}
+    for row in _rows(data.get("waiting"), 4):
+        add_waiting(
+            waiting, {dim_key(str(row[0]), str(row[1])): [int(_number(row[2])), int(_number(row[3]))]}
+        )
+    agents: dict[str, int] = {}
+    agent_queues: dict[str, int] = {}
+    for name, into in (("agents", agents), ("agent_queues", agent_queues)):
+        for row in _rows(data.get(name), 3):
+            key = dim_key(str(row[0]), str(row[1]))
+            into[key] = into.get(key, 0) + int(_number(row[2]))
+    ref = int(_number(data.get("ref")))
+    return PartitionView(
+        partition,
+        partitions,
+        str(data.get("worker", "")),
+        at,
+        position,
+        windows,
+        waiting,
+        agents,
+        agent_queues,
+        ref,
+    )
+
+
+def _rows(value: object, width: int) -> list[list[Any]]:
+    """The well-formed rows of a list-of-lists field (an older view has none)."""
+    if not isinstance(value, list):
+        return []
+    return [row for row in value if isinstance(row, list) and len(row) == width]
 
 
 # -- the global view ------------------------------------------------------------------------------
@@ -181,6 +249,30 @@ class GlobalView:
                     else:
                         kpi.add_into(total, counts)
         return totals
+
+    def waiting_now(self, now_ms: int) -> dict[str, tuple[int, float | None]]:
+        """ "queue\x1fchannel" -> (contacts waiting, longest wait in seconds, None if nobody
+        waits) over every partition, aged to wall time ``now_ms``."""
+        out: dict[str, tuple[int, float | None]] = {}
+        for view in self.views.values():
+            now = view.ages_from(now_ms)
+            for dim, (count, oldest) in view.waiting.items():
+                held, longest = out.get(dim, (0, None))
+                age = max(0.0, (now - oldest) / 1000) if count else None
+                if age is not None and (longest is None or age > longest):
+                    longest = age
+                out[dim] = (held + count, longest)
+        return out
+
+    def agents_now(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Agents by newest state over every partition: by "state\x1fteam", by "state\x1fqueue"."""
+        by_team: dict[str, int] = {}
+        by_queue: dict[str, int] = {}
+        for view in self.views.values():
+            for source, into in ((view.agents, by_team), (view.agent_queues, by_queue)):
+                for key, n in source.items():
+                    into[key] = into.get(key, 0) + n
+        return by_team, by_queue
 
     def stale(self, now_ms: int, older_than_ms: int) -> list[int]:
         """Partitions whose view was computed more than ``older_than_ms`` ago."""

@@ -22,14 +22,21 @@ from typing import Any, Final, Literal
 
 import orjson
 
+from stream.config.queues import DEFAULT_TARGET, QueueTargets
 from stream.config.timeutil import parse_duration
 from stream.domain import kpi
 from stream.domain.state import UNKNOWN, split_dim_key
 from stream.domain.stats import kpi_interval
 from stream.query.partition_views import GlobalView
+from stream.wallboard.operations import (
+    ALL_QUEUES,
+    LiveAgents,
+    LiveWaiting,
+    live_by_queue,
+    queue_operations,
+    queues_with_live_data,
+)
 
-#: Queue key of the row that sums every queue.
-ALL_QUEUES: Final = "*"
 ALL_QUEUES_LABEL: Final = "All queues"
 #: Labels sorted after every real queue name.
 _LAST_QUEUES: Final = ("other", "unknown")
@@ -120,6 +127,10 @@ class Totals:
     workers: list[WorkerInfo] = field(default_factory=list)
     #: Coverage: ``{"total": n, "missing": [...], "stale": [...]}`` partition numbers.
     partitions: dict[str, Any] = field(default_factory=lambda: {"total": 0, "missing": [], "stale": []})
+    #: Live, per queue (and :data:`ALL_QUEUES`): contacts waiting and the longest wait.
+    waiting: LiveWaiting = field(default_factory=dict)
+    #: Live, per queue (and :data:`ALL_QUEUES`): agents by newest state.
+    agents: LiveAgents = field(default_factory=dict)
 
 
 def sum_views(view: GlobalView, now_ms: int, stale_after_ms: int) -> Totals:
@@ -142,6 +153,7 @@ def sum_views(view: GlobalView, now_ms: int, stale_after_ms: int) -> Totals:
             queue = split_dim_key(dim)[0] or UNKNOWN
             kpi.add_into(per_queue.setdefault(queue, kpi.zero_counts()), counts)
             kpi.add_into(per_queue[ALL_QUEUES], counts)
+    totals.waiting, totals.agents = live_by_queue(view, now_ms)
     totals.partitions = {
         "total": view.partitions,
         "missing": view.missing(),
@@ -278,13 +290,19 @@ def build_state(
     updated_at: int | None = None,
     stale_since: int | None = None,
     interval_s: float = 2.0,
+    targets: QueueTargets | None = None,
+    policy: str = kpi.DEFAULT_SERVICE_LEVEL_POLICY,
 ) -> dict[str, Any]:
     """The wallboard state served by ``/api/state`` and ``/events`` (docs/wallboard.md).
 
     ``windows``: configured windows; windows found in the views are added. Each queue
     view's tiles get ``trend`` (from ``trends[(window, queue, kpi)]``) and ``alert`` (the
-    id of the first firing alert for that queue and KPI, or ``None``).
+    id of the first firing alert for that queue and KPI, or ``None``), and ``ops``: its
+    queue operations (:func:`stream.wallboard.operations.queue_operations`) against
+    ``targets`` (the queues file; default targets when ``None``).
     """
+    targets = targets or QueueTargets(DEFAULT_TARGET)
+    live_queues = queues_with_live_data(totals.waiting, totals.agents)
     alert_at: dict[tuple[str, str], str] = {}
     alert_queues: dict[str, int] = {}
     for alert in alerts:
@@ -296,10 +314,22 @@ def build_state(
     data: dict[str, Any] = {}
     all_windows = window_order([*windows, *totals.counts])
     for window in all_windows:
-        per_queue = totals.counts.get(window, {ALL_QUEUES: kpi.zero_counts()})
+        per_queue = dict(totals.counts.get(window, {ALL_QUEUES: kpi.zero_counts()}))
+        for queue in live_queues:
+            per_queue.setdefault(queue, kpi.zero_counts())
         rows = []
         for queue in queue_order(per_queue):
             view = queue_view(queue, per_queue[queue], min_samples)
+            view["ops"] = queue_operations(
+                queue,
+                per_queue[queue],
+                totals.waiting,
+                totals.agents,
+                targets,
+                now_ms=now_ms,
+                min_samples=min_samples,
+                policy=policy,
+            )
             view["alerts"] = alert_queues.get(queue, 0)
             for key, t in view["tiles"].items():
                 t["alert"] = alert_at.get((queue, key))

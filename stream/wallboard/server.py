@@ -26,8 +26,10 @@ import orjson
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
+from stream.config.queues import DEFAULT_TARGET, QueueTargets, load_queue_targets
 from stream.config.retry import REDIS_BACKOFF
 from stream.config.timeutil import now_ms
+from stream.domain.kpi import DEFAULT_SERVICE_LEVEL_POLICY
 from stream.query.partition_views import merge
 from stream.wallboard.aggregate import Totals, attach_trends, build_state, parse_alerts, sum_views
 from stream.wallboard.source import REDIS_ERRORS, RedisSource, describe
@@ -71,6 +73,9 @@ class WallboardConfig:
     trend_size: int = 60
     stale_after_s: float = 60.0
     redis_timeout_s: float = 2.0
+    #: Per-queue targets the queue figures are coloured against (CXSTREAM_QUEUES_FILE).
+    targets: QueueTargets = field(default_factory=lambda: QueueTargets(DEFAULT_TARGET))
+    service_level_policy: str = DEFAULT_SERVICE_LEVEL_POLICY
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> WallboardConfig:
@@ -81,6 +86,8 @@ class WallboardConfig:
             "min_samples": settings.min_samples,
             "windows": tuple(label for label, _ in settings.window_list),
             "token": token or None,
+            "targets": load_queue_targets(settings),
+            "service_level_policy": settings.service_level_policy,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -126,6 +133,8 @@ class Wallboard:
                 windows=self.config.windows,
                 updated_at=now,
                 interval_s=self.config.interval_s,
+                targets=self.config.targets,
+                policy=self.config.service_level_policy,
             )
             if self.trends.due(now):
                 self.trends.sample_state(state["data"], now)

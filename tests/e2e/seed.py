@@ -35,8 +35,13 @@ def partition_view(
     at_ms: int,
     windows: Mapping[str, Sequence[tuple[str, str, Sequence[float]]]],
     position: int = 1,
+    waiting: Sequence[tuple[str, str, int, int]] = (),
+    agents: Sequence[tuple[str, str, int]] = (),
+    agent_queues: Sequence[tuple[str, str, int]] = (),
 ) -> str:
-    """The JSON of one ``<prefix>:kpi:partitions`` field: rows are ``(queue, channel, counts)``."""
+    """The JSON of one ``<prefix>:kpi:partitions`` field: rows are ``(queue, channel, counts)``;
+    ``waiting`` rows ``(queue, channel, contacts, oldest queued ms)``, ``agents`` rows
+    ``(state, team, n)``, ``agent_queues`` rows ``(state, queue, n)``."""
     return orjson.dumps(
         {
             "v": 1,
@@ -51,6 +56,10 @@ def partition_view(
                 window: [[[q, ch], [int(c) for c in counts]] for q, ch, counts in rows]
                 for window, rows in windows.items()
             },
+            "ref": at_ms,
+            "waiting": [list(row) for row in waiting],
+            "agents": [list(row) for row in agents],
+            "agent_queues": [list(row) for row in agent_queues],
         }
     ).decode()
 
@@ -132,6 +141,16 @@ PARTITION_CHANNELS = {
     2: ("worker-b:6067", "email", 0.15),
 }
 WORKERS = sorted({worker for worker, _, _ in PARTITION_CHANNELS.values()})
+#: queue: answered within the threshold (share of answered), abandoned (share of waits),
+#: short abandons (share of abandons), average speed of answer (s), contacts waiting now,
+#: longest wait now (s), agents available, agents busy.
+OPS: dict[str, tuple[float, ...]] = {
+    "billing": (0.86, 0.04, 0.4, 14, 3, 45, 6, 22),
+    "general": (0.91, 0.03, 0.5, 9, 1, 12, 4, 11),
+    "retention": (0.74, 0.06, 0.3, 24, 2, 70, 1, 6),
+    "sales": (0.81, 0.05, 0.5, 17, 4, 75, 3, 14),
+    "tech_support": (0.62, 0.12, 0.3, 41, 9, 150, 0, 31),
+}
 
 
 def queue_counts(queue: str, window: str, share: float, drift: float = 0.0) -> list[float]:
@@ -161,7 +180,23 @@ def queue_counts(queue: str, window: str, share: float, drift: float = 0.0) -> l
         channel_switches=round(contacts * max(0.0, switch - wobble / 6)),
         contacts_ended=ended,
         transferred_contacts=round(ended * max(0.0, transfer + wobble / 4)),
+        **wait_counts(queue, contacts, wobble),
     )
+
+
+def wait_counts(queue: str, contacts: int, wobble: float) -> dict[str, float]:
+    """The wait counters of ``contacts`` waits of ``queue`` (its OPS row, moved by ``wobble``)."""
+    within, abandon, short, asa = OPS[queue][:4]
+    abandoned = round(contacts * max(0.0, abandon - wobble / 4))
+    answered = contacts - abandoned
+    return {
+        "waits_ended": contacts,
+        "answered_contacts": answered,
+        "answered_within_threshold": round(answered * min(1.0, max(0.0, within + wobble))),
+        "abandoned_contacts": abandoned,
+        "short_abandoned_contacts": round(abandoned * short),
+        "answer_wait_seconds": round(answered * asa),
+    }
 
 
 def demo_views(at_ms: int, step: int = 0, queues: Sequence[str] = tuple(QUEUES)) -> dict[int, str]:
@@ -175,10 +210,61 @@ def demo_views(at_ms: int, step: int = 0, queues: Sequence[str] = tuple(QUEUES))
                 drift = 0.06 * math.sin(step / 5.0 + qi * 1.3) + 0.025 * math.sin(step / 1.7 + qi)
                 rows.append((queue, channel, queue_counts(queue, window, share, drift)))
             windows[window] = rows
+        waiting, agents, agent_queues = [], [], []
+        for queue in queues:
+            n_waiting, longest, free, busy = OPS[queue][4:]
+            if partition == 0:  # voice holds the waits, one team per queue answers them
+                waiting.append((queue, channel, int(n_waiting), at_ms - int(longest * 1000)))
+                agents += [("available", f"team-{queue}", int(free)), ("busy", f"team-{queue}", int(busy))]
+                agent_queues += [("available", queue, int(free)), ("busy", queue, int(busy))]
         result[partition] = partition_view(
-            partition, len(PARTITION_CHANNELS), worker, at_ms, windows, position=step + 1
+            partition,
+            len(PARTITION_CHANNELS),
+            worker,
+            at_ms,
+            windows,
+            position=step + 1,
+            waiting=waiting,
+            agents=agents,
+            agent_queues=agent_queues,
         )
     return result
+
+
+def expected_operations(views: Mapping[int, str], window: str) -> dict[str, dict[str, Any]]:
+    """Independent re-computation of the queue figures per queue (and ``*``): waiting now,
+    longest wait as of the views' time, service level and abandonment (default policy),
+    agents free and busy."""
+    totals = expected_totals(views, window)
+    out: dict[str, dict[str, Any]] = {}
+    for queue, c in totals.items():
+        get = lambda name, c=c: c[kpi.COUNTERS.index(name)]  # noqa: E731
+        offered = get("answered_contacts") + get("abandoned_contacts") - get("short_abandoned_contacts")
+        out[queue] = {
+            "service_level": get("answered_within_threshold") / offered if offered else None,
+            "abandon": (get("abandoned_contacts") - get("short_abandoned_contacts")) / offered
+            if offered
+            else None,
+            "waiting": 0,
+            "longest": None,
+            "free": 0,
+            "busy": 0,
+        }
+    for text in views.values():
+        data = orjson.loads(text)
+        for queue, _channel, n, oldest in data["waiting"]:
+            for key in (queue, "*"):
+                entry = out[key]
+                entry["waiting"] += n
+                age = (data["at"] - oldest) / 1000
+                entry["longest"] = age if entry["longest"] is None else max(entry["longest"], age)
+        for state, queue, n in data["agent_queues"]:
+            if state in ("available", "busy"):
+                out[queue]["free" if state == "available" else "busy"] += n
+        for state, _team, n in data["agents"]:
+            if state in ("available", "busy"):
+                out["*"]["free" if state == "available" else "busy"] += n
+    return out
 
 
 def expected_totals(views: Mapping[int, str], window: str) -> dict[str, list[float]]:

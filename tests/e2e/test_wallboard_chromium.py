@@ -37,6 +37,7 @@ from tests.e2e.conftest import REPO
 from tests.e2e.seed import (
     alert_payload,
     demo_views,
+    expected_operations,
     expected_totals,
     fire_alert,
     js_round,
@@ -71,6 +72,20 @@ READ_BOARD = """(() => {
   document.querySelectorAll('#alerts .alert-row').forEach((a) => {
     out.alerts.push({id: a.dataset.alertId, text: a.textContent, classes: a.className});
   });
+  out.ops = {};
+  document.querySelectorAll('#ops .ops-tile').forEach((t) => {
+    out.ops[t.dataset.ops] = {text: t.querySelector('.value').textContent, status: t.dataset.status,
+                              queue: t.dataset.queue};
+  });
+  out.opsCells = {};
+  document.querySelectorAll('#queue-rows td[data-ops]').forEach((td) => {
+    out.opsCells[td.dataset.queue + '|' + td.dataset.ops] = {text: td.textContent, status: td.dataset.status};
+  });
+  const heads = Array.from(document.querySelectorAll('#queue-head th'));
+  out.firstHeads = heads.slice(0, 6).map((th) => th.textContent);
+  const ops = document.getElementById('ops'), hero = document.getElementById('hero');
+  out.opsAboveHero = !!(ops && hero
+    && ops.getBoundingClientRect().bottom <= hero.getBoundingClientRect().top + 1);
   const active = document.querySelector('#windows button.active');
   out.window = active ? active.textContent : null;
   const stale = document.getElementById('stale');
@@ -112,6 +127,43 @@ def low_confidence(snapshots: Mapping[int, str], window: str, min_samples: int =
         for spec in TILES
         if counts[spec.denominator] < min_samples
     }
+
+
+def ops_mismatches(board: Mapping[str, Any], snapshots: Mapping[int, str], window: str) -> list[str]:
+    """Where the queue figures on the page differ from the independent computation (the
+    longest wait grows while the test runs: within 5 s)."""
+    problems = []
+    for queue, want in expected_operations(snapshots, window).items():
+        cells = {key: board["opsCells"].get(f"{queue}|{key}", {}).get("text") for key in OPS_KEYS}
+        if cells["waiting"] != str(want["waiting"]):
+            problems.append(f"{queue} waiting {cells['waiting']} != {want['waiting']}")
+        if cells["service_level"] != pct(want["service_level"]):
+            problems.append(f"{queue} service level {cells['service_level']} != {pct(want['service_level'])}")
+        if cells["abandon"] != pct(want["abandon"]):
+            problems.append(f"{queue} abandon {cells['abandon']} != {pct(want['abandon'])}")
+        if cells["agents"] != f"{want['free']} / {want['busy']}":
+            problems.append(f"{queue} agents {cells['agents']} != {want['free']} / {want['busy']}")
+        shown = wait_seconds(cells["longest_wait"])
+        if want["longest"] is None or shown is None or not 0 <= shown - want["longest"] <= 5:
+            problems.append(f"{queue} longest wait {cells['longest_wait']} vs {want['longest']} s")
+    return problems
+
+
+OPS_KEYS = ("waiting", "longest_wait", "service_level", "abandon", "agents")
+
+
+def pct(value: float | None) -> str:
+    return "\u2014" if value is None else f"{js_round(round(value, 6) * 100)}%"
+
+
+def wait_seconds(text: str | None) -> float | None:
+    """The page's wait text (``45 s``, ``2:31``) in seconds."""
+    if not text or text == "\u2014":
+        return None
+    if text.endswith(" s"):
+        return float(text[:-2])
+    minutes, seconds = text.split(":")
+    return int(minutes) * 60 + int(seconds)
 
 
 def shown_texts(board: Mapping[str, Any]) -> dict[str, str]:
@@ -209,6 +261,20 @@ async def test_wallboard_in_chromium(
         assert all("low-confidence" in shown["cells"][k]["classes"] for k in low)
         assert shown["stale"] is None
         assert not shown["overflow"], "queue rows do not fit on a 1920x1080 screen"
+        # The queue leads: waiting, longest wait, service level, abandonment, agents, above the CX tiles.
+        assert ops_mismatches(shown, snapshots, "15m") == []
+        assert shown["opsAboveHero"] and list(shown["ops"]) == list(OPS_KEYS)
+        assert shown["firstHeads"][1:] == ["Waiting", "Longest", "Service", "Abandon", "Agents"]
+        assert {k: v["status"] for k, v in shown["opsCells"].items() if k.startswith("tech_support|")} == {
+            "tech_support|waiting": "bad",  # 150 s >= the 2 min limit
+            "tech_support|longest_wait": "bad",
+            "tech_support|service_level": "bad",  # about 62% < 80% - 10 points
+            "tech_support|abandon": "warn",
+            "tech_support|agents": "empty",
+        }
+        assert shown["opsCells"]["billing|service_level"]["status"] == "good"
+        assert shown["opsCells"]["general|longest_wait"]["status"] == "good"
+        assert shown["opsCells"]["sales|longest_wait"]["status"] == "warn"  # 75 s: over half the limit
 
         # 2. Live: new numbers and a newly published alert appear without a reload.
         version = shown["version"]
@@ -235,6 +301,7 @@ async def test_wallboard_in_chromium(
         want = expected_texts(snapshots, "15m")
         shown = await browser.wait_for(READ_BOARD, lambda b: shown_texts(b) == want, timeout=10)
         assert all(t["lines"] >= 1 for t in shown["hero"].values()), "every big tile has a trend line"
+        assert ops_mismatches(shown, snapshots, "15m") == []
         await asyncio.sleep(0.3)  # let the last paint settle
         png = await browser.screenshot(artifacts / "wallboard.png")
         assert png.startswith(b"\x89PNG") and len(png) > 50_000

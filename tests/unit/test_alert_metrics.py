@@ -240,6 +240,10 @@ def test_views_follow_docs_redis_md_and_round_trip() -> None:
         "labels",
         "counters",
         "windows",
+        "ref",
+        "waiting",
+        "agents",
+        "agent_queues",
     }
     assert data["labels"] == ["queue", "channel"] and data["counters"] == list(kpi.COUNTERS)
     rows = {tuple(labels): counts for labels, counts in data["windows"]["15m"]}

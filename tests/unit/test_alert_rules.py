@@ -66,7 +66,13 @@ def error_of(text: str, **kwargs: object) -> str:
 def test_default_rules_load_with_default_settings() -> None:
     rules = load_rules_for(load_settings())
     names = [r.name for r in rules]
-    assert names == ["ces_high_effort_spike", "csat_low", "repeat_contacts_high", "service_level_low"]
+    assert names == [
+        "ces_high_effort_spike",
+        "csat_low",
+        "repeat_contacts_high",
+        "service_level_low",
+        "longest_wait_high",
+    ]
     spike = rules[0]
     assert spike.metric == "cx_ces_high_effort_ratio"
     assert spike.kpi == "ces_high_effort_ratio"
@@ -85,7 +91,7 @@ def test_default_rules_file_is_packaged() -> None:
 
 def test_default_rules_skip_unconfigured_windows_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
     rules = load_rules_for(load_settings(windows="5m,1h"))
-    assert [r.name for r in rules] == ["csat_low", "repeat_contacts_high"]
+    assert [r.name for r in rules] == ["csat_low", "repeat_contacts_high", "longest_wait_high"]
     assert "ces_high_effort_spike" in caplog.text and "skipped" in caplog.text
 
 

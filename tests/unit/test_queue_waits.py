@@ -303,3 +303,29 @@ def test_the_worked_example_in_docs_queues_md(tmp_path: Path) -> None:
     assert processor.wait_anomalies[UNMATCHED] == 1
     later = reader_for(processor.settings).read([state], at(15, 0))["15m"][dim_key("billing", "voice")]
     assert later[kpi.ANSWERED_CONTACTS] == 1  # c1 left the window
+
+
+def test_partition_views_carry_the_waiting_and_agents_and_round_trip() -> None:
+    from stream.query.partition_views import decode_view, encode_view, view_of
+
+    processor, state, feed = make()
+    batch = [feed.start(f"c{i}", T0, channel="chat") for i in range(3)]
+    batch += [queued(feed, f"c{i}", T0 + i * S) for i in range(3)]
+    agent = {"type": "agent_state", "event_id": "g1", "agent_id": "ann", "timestamp": T0, "state": "busy"}
+    agent |= {"team": "t1", "queues": ["billing", "sales"]}
+    from stream.domain.processor import InputMessage
+
+    batch.append(InputMessage("cx.agents", 0, b"ann", orjson.dumps(agent)))
+    processor.process_batch(state, batch, WALL)
+    totals = reader_for(processor.settings).read_partition(state, WALL)
+    view = view_of(state, totals, partitions=4, worker="w", at=WALL, ref=WALL - 5)
+    assert view.waiting == {dim_key("billing", "chat"): [3, T0]}
+    assert view.agents == {dim_key("busy", "t1"): 1}
+    assert view.agent_queues == {dim_key("busy", "billing"): 1, dim_key("busy", "sales"): 1}
+    again = decode_view(encode_view(view, ("queue", "channel")))
+    assert (again.waiting, again.agents, again.agent_queues, again.ref) == (
+        view.waiting,
+        view.agents,
+        view.agent_queues,
+        WALL - 5,
+    )

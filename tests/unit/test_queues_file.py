@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from stream.config.queues import QueuesFileError, defaults_of, load_queue_targets, parse_queue_targets
+from stream.config.queues import (
+    DEFAULT_TARGET,
+    QueuesFileError,
+    defaults_of,
+    load_queue_targets,
+    parse_queue_targets,
+)
 from stream.config.settings import ENV_PREFIX, load_settings
 
 BERLIN_MONDAY_NOON = 1_795_777_200  # 2026-11-30T11:00:00Z = 12:00 in Berlin, a Monday
@@ -90,3 +96,7 @@ def test_a_missing_file_fails_fast(tmp_path: Path) -> None:
     settings = load_settings(queues_file=tmp_path / "nope.yml")
     with pytest.raises(QueuesFileError, match="cannot read it"):
         load_queue_targets(settings)
+
+
+def test_the_default_target_matches_the_settings_defaults() -> None:
+    assert defaults_of(load_settings()) == DEFAULT_TARGET

@@ -330,3 +330,75 @@ def test_backoff_grows_to_a_cap() -> None:
     assert 0.4 <= backoff_delay(1) <= 0.6
     assert 0.8 <= backoff_delay(2) <= 1.2
     assert 8.0 <= backoff_delay(50) <= 12.0
+
+
+# -- queue operations ------------------------------------------------------------------------------
+def ops_view(partition: int, at: int, ref: int, waiting: list[tuple[str, str, int, int]], **rows: Any) -> Any:
+    text = orjson.loads(partition_view(partition, 2, "w", at, rows.get("windows", {}), waiting=waiting))
+    text["ref"] = ref
+    return decode_view(orjson.dumps(text))
+
+
+def test_waiting_adds_up_over_partitions_and_the_longest_wait_ages_to_now() -> None:
+    a = ops_view(0, NOW, NOW, [("billing", "voice", 2, NOW - 30_000)])
+    b = ops_view(
+        1, NOW - 4_000, NOW - 4_000, [("billing", "chat", 1, NOW - 100_000), ("sales", "voice", 0, 0)]
+    )
+    live = merge(2, [a, b]).waiting_now(NOW + 1_000)
+    from stream.domain.state import dim_key
+
+    assert live[dim_key("billing", "voice")] == (2, 31.0)
+    assert live[dim_key("billing", "chat")] == (1, 101.0)  # the view is 4 s old: aged by 5 s
+    assert live[dim_key("sales", "voice")] == (0, None)
+    totals = sum_views(merge(2, [a, b]), NOW + 1_000, 60_000)
+    assert totals.waiting == {"billing": (3, 101.0), "sales": (0, None), ALL_QUEUES: (3, 101.0)}
+
+
+def test_an_event_clock_view_ages_from_its_reference_time() -> None:
+    old = ops_view(0, NOW, NOW - 3_600_000, [("q", "voice", 1, NOW - 3_600_000 - 10_000)])
+    assert merge(1, [old]).waiting_now(NOW + 2_000)["q\x1fvoice"] == (1, 12.0)
+
+
+def test_queue_operations_colour_against_the_queue_targets() -> None:
+    from stream.config.queues import DEFAULT_TARGET, QueueTarget, QueueTargets
+    from stream.wallboard.operations import queue_operations
+
+    targets = QueueTargets(DEFAULT_TARGET, {"vip": QueueTarget(10.0, 3.0, 0.95, 30.0)})
+    counts = vector(
+        waits_ended=100, answered_contacts=90, answered_within_threshold=81, abandoned_contacts=10,
+        short_abandoned_contacts=4, answer_wait_seconds=900,
+    )  # fmt: skip
+    waiting = {"vip": (2, 20.0), "billing": (2, 20.0)}
+    agents = {"vip": {"available": 1, "busy": 3, "after_contact_work": 2}}
+    vip = queue_operations("vip", counts, waiting, agents, targets, now_ms=NOW, min_samples=20)
+    billing = queue_operations("billing", counts, waiting, agents, targets, now_ms=NOW, min_samples=20)
+    assert vip["service_level"] == round(81 / 96, 6) and vip["abandon"] == round(6 / 96, 6)
+    assert vip["answer_wait_s"] == 10.0 and vip["offered"] == 96
+    assert vip["agents"] == {"available": 1, "busy": 5, "away": 0}
+    # 84% is under vip's 95% target by more than 10 points; over billing's 80%
+    assert vip["status"] == {"waiting": "warn", "service_level": "bad", "abandon": "warn"}
+    assert billing["status"] == {"waiting": "good", "service_level": "good", "abandon": "warn"}
+    assert queue_operations("x", vector(), {}, {}, targets, now_ms=NOW, min_samples=20)["status"] == {
+        "waiting": "good",
+        "service_level": "empty",
+        "abandon": "empty",
+    }
+
+
+def test_a_queue_outside_its_business_hours_is_closed_not_red() -> None:
+    from stream.config.queues import DEFAULT_TARGET, BusinessHours, QueueTarget, QueueTargets
+    from stream.wallboard.operations import queue_operations
+
+    hours = BusinessHours(open="08:00", close="09:00")  # type: ignore[arg-type]
+    targets = QueueTargets(DEFAULT_TARGET, {"night": QueueTarget(20.0, 5.0, 0.8, 120.0, hours, "UTC")})
+    ops = queue_operations("night", vector(), {"night": (4, 500.0)}, {}, targets, now_ms=NOW, min_samples=20)
+    assert not ops["open"] and set(ops["status"].values()) == {"closed"}
+
+
+def test_queues_with_only_live_data_get_a_row() -> None:
+    a = ops_view(0, NOW, NOW, [("overflow", "voice", 3, NOW - 5_000)])
+    state = build_state(
+        sum_views(merge(1, [a]), NOW, 60_000), [], now_ms=NOW, min_samples=20, windows=("15m",)
+    )
+    rows = {row["queue"]: row for row in state["data"]["15m"]["queues"]}
+    assert rows["overflow"]["ops"]["waiting"] == 3 and rows[ALL_QUEUES]["ops"]["waiting"] == 3

@@ -78,6 +78,80 @@
     window.history.replaceState(null, "", window.location.pathname + (s ? "?" + s : ""));
   }
 
+  // -- queue operations (waiting, longest wait, service level, abandonment, agents) ---------
+  function waitText(seconds) {
+    if (seconds === null || seconds === undefined) return "\u2014";
+    var s = Math.round(seconds);
+    if (s < 60) return s + " s";
+    var m = Math.floor(s / 60);
+    if (m < 60) return m + ":" + pad(s % 60);
+    return Math.floor(m / 60) + " h " + pad(m % 60);
+  }
+
+  function pct(value) {
+    return value === null || value === undefined ? "\u2014" : Math.round(value * 100) + "%";
+  }
+
+  // key, label, status key, value text, meta text
+  var OPS = [
+    ["waiting", "Waiting now", "waiting",
+      function (o) { return String(o.waiting); },
+      function (o) { return o.open ? "contacts in queue" : "closed \u00b7 outside business hours"; }],
+    ["longest_wait", "Longest wait", "waiting",
+      function (o) { return waitText(o.longest_wait_s); },
+      function (o) { return "limit " + waitText(o.longest_wait_limit_s); }],
+    ["service_level", "Service level", "service_level",
+      function (o) { return pct(o.service_level); },
+      function (o) {
+        return "target " + pct(o.service_level_target) + " in " + waitText(o.service_level_threshold_s) +
+          " \u00b7 n=" + formatCount(o.offered);
+      }],
+    ["abandon", "Abandoned", "abandon",
+      function (o) { return pct(o.abandon); },
+      function (o) { return "speed of answer " + waitText(o.answer_wait_s); }],
+    ["agents", "Agents free / busy", null,
+      function (o) { return o.agents.available + " / " + o.agents.busy; },
+      function (o) { return o.agents.away ? o.agents.away + " away" : "available / on contacts"; }],
+  ];
+
+  function opsStatus(ops, key) {
+    if (!key) return "empty";
+    return (ops.status && ops.status[key]) || "empty";
+  }
+
+  function opsTile(view, item) {
+    var ops = view.ops;
+    var status = opsStatus(ops, item[2]);
+    var cls = "tile ops-tile status-" + status;
+    if (item[0] === "service_level" && ops.low_confidence && ops.service_level !== null) cls += " low-confidence";
+    var node = el("div", cls);
+    node.dataset.queue = view.queue;
+    node.dataset.ops = item[0];
+    node.dataset.status = status;
+    node.appendChild(el("div", "label", item[1]));
+    node.appendChild(el("div", "value", item[3](ops)));
+    node.appendChild(el("div", "meta", item[4](ops)));
+    return node;
+  }
+
+  function opsCell(view, item) {
+    var ops = view.ops;
+    var status = opsStatus(ops, item[2]);
+    var td = el("td", "ops-cell status-" + status);
+    td.dataset.queue = view.queue;
+    td.dataset.ops = item[0];
+    td.dataset.status = status;
+    td.appendChild(el("div", "value", item[3](ops)));
+    return td;
+  }
+
+  var OPS_COLUMNS = ["waiting", "longest_wait", "service_level", "abandon", "agents"];
+  var OPS_HEADS = { waiting: "Waiting", longest_wait: "Longest", service_level: "Service",
+    abandon: "Abandon", agents: "Agents" };
+  var OPS_TITLES = { waiting: "contacts waiting now", longest_wait: "longest wait now",
+    service_level: "service level: answered within the threshold", abandon: "abandoned (short abandons left out)",
+    agents: "agents available / busy (on a contact or after-contact work)" };
+
   // -- sparkline ---------------------------------------------------------------------------
   function sparkline(values, spec) {
     var box = el("div", "spark");
@@ -255,6 +329,12 @@
     renderWindows();
     renderAlerts();
 
+    var opsBox = document.getElementById("ops");
+    opsBox.textContent = "";
+    if (focus && focus.ops) {
+      OPS.forEach(function (item) { opsBox.appendChild(opsTile(focus, item)); });
+    }
+
     var hero = document.getElementById("hero");
     hero.textContent = "";
     if (focus) {
@@ -264,6 +344,11 @@
     var head = document.getElementById("queue-head");
     head.textContent = "";
     head.appendChild(el("th", "", "Queue \u00b7 " + windowLabel));
+    OPS_COLUMNS.forEach(function (key) {
+      var th = el("th", "ops-head", OPS_HEADS[key]);
+      th.title = OPS_TITLES[key];
+      head.appendChild(th);
+    });
     specs.forEach(function (spec) { head.appendChild(el("th", "", spec.label)); });
 
     var rows = document.getElementById("queue-rows");
@@ -280,6 +365,9 @@
         render();
       });
       tr.appendChild(name);
+      OPS.forEach(function (item) {
+        if (view.ops && OPS_COLUMNS.indexOf(item[0]) >= 0) tr.appendChild(opsCell(view, item));
+      });
       specs.forEach(function (spec) { tr.appendChild(queueCell(view, spec, view.tiles[spec.key])); });
       rows.appendChild(tr);
     });
