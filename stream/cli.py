@@ -54,7 +54,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from stream.config.security import kafka_client_kwargs
 
     settings = _settings(args)
-    profile = generator.TrafficProfile.demo() if args.demo_profile else None
+    profile = generator.TrafficProfile.demo(queues=True) if args.demo_profile else None
+    if args.queues and profile is None:
+        from stream.generator.queueing import QueueingProfile
+
+        profile = generator.TrafficProfile(queueing=QueueingProfile())
     if args.out:
         count = args.count or 10_000
         # Simulated time runs at the profile's contact rate; start far enough back that
@@ -72,6 +76,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             bad_ratio=args.bad,
             interactions_topic=settings.topic_interactions,
             surveys_topic=settings.topic_surveys,
+            agents_topic=settings.topic_agents,
         )
         print(f"wrote {written} events to {args.out}")
         return 0
@@ -89,6 +94,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             settings.bootstrap_servers,
             interactions_topic=settings.topic_interactions,
             surveys_topic=settings.topic_surveys,
+            agents_topic=settings.topic_agents,
             rate=args.rate,
             duration=args.duration,
             count=args.count,
@@ -146,7 +152,15 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, help="random seed for reproducible traffic")
     gen.add_argument("--duplicates", type=float, default=0.0, help="share of duplicate events (0..1)")
     gen.add_argument("--bad", type=float, default=0.0, help="share of malformed messages (0..1)")
-    gen.add_argument("--demo-profile", action="store_true", help="short handle times: KPIs in a minute")
+    gen.add_argument(
+        "--demo-profile", action="store_true", help="short handle times, queues and agents: KPIs in a minute"
+    )
+    gen.add_argument(
+        "--queues",
+        action="store_true",
+        help="simulate queues and staffed agents (contact_queued/answered/abandoned, agent_state); "
+        "on with --demo-profile",
+    )
     gen.add_argument("--out", help="write simulated-time events to this JSONL file instead")
     gen.set_defaults(func=cmd_generate)
 

@@ -46,6 +46,7 @@ def write_jsonl(
     bad_ratio: float = 0.0,
     interactions_topic: str = "cx.interactions",
     surveys_topic: str = "cx.surveys",
+    agents_topic: str = "cx.agents",
 ) -> int:
     """Write ``count`` simulated-time events to a replay file; return the number written.
 
@@ -57,7 +58,7 @@ def write_jsonl(
         {"topic": "cx.interactions", "key": "c-…", "value": {…event…}, "kind": "contact_started"}
         {"topic": "cx.surveys", "key": "c-…", "value_b64": "eyJldmVud…", "kind": "bad:broken_json"}
 
-    * ``topic`` -- the Kafka topic (``interactions_topic`` / ``surveys_topic``).
+    * ``topic`` -- the Kafka topic (``interactions_topic`` / ``surveys_topic`` / ``agents_topic``).
     * ``key`` -- the partition key, the ``contact_id``; send it UTF-8 encoded.
     * ``value`` -- the event as a JSON object; send ``orjson.dumps(value)``.
     * ``value_b64`` -- instead of ``value`` for a deliberately malformed message: the
@@ -74,7 +75,7 @@ def write_jsonl(
         raise ValueError("count must be >= 0")
     sim = TrafficSimulator(profile, seed, start_ms, duplicate_ratio=duplicate_ratio, bad_ratio=bad_ratio)
     log.info("writing %d events to %s (seed %d)", count, path, sim.seed)
-    topics = {"interactions": interactions_topic, "surveys": surveys_topic}
+    topics = {"interactions": interactions_topic, "surveys": surveys_topic, "agents": agents_topic}
     target = Path(path)
     tmp = target.with_name(target.name + ".tmp")
     dumps = orjson.dumps

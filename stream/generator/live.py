@@ -225,6 +225,7 @@ async def produce(
     *,
     interactions_topic: str = "cx.interactions",
     surveys_topic: str = "cx.surveys",
+    agents_topic: str = "cx.agents",
     rate: float = 200.0,
     duration: float | None = None,
     count: int | None = None,
@@ -275,7 +276,7 @@ async def produce(
         100 * duplicate_ratio,
         100 * bad_ratio,
     )
-    topics = {"interactions": interactions_topic, "surveys": surveys_topic}
+    topics = {"interactions": interactions_topic, "surveys": surveys_topic, "agents": agents_topic}
     options = dict(producer_options or {})
     stream = sim.events_with_kind(None)
     dumps = orjson.dumps

@@ -5,11 +5,14 @@ Pure data and arithmetic; see the package docstring for the model.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-TopicKind = Literal["interactions", "surveys"]
+from stream.generator.queueing import REAL_TIME_CHANNELS, QueueingProfile
+
+TopicKind = Literal["interactions", "surveys", "agents"]
 Clock = Literal["simulated", "real"]
 
 CHANNELS: tuple[str, ...] = ("voice", "chat", "email", "sms", "social", "messaging", "web")
@@ -250,9 +253,12 @@ class TrafficProfile:
     timestamp_offset_share: float = 0.2
     """Share with an ISO timestamp in a non-``Z`` offset; the rest are ISO with ``Z``."""
     scores: ScoreModel = field(default_factory=ScoreModel)
+    queueing: QueueingProfile | None = None
+    """Queues with staffed agent pools (contact_queued / answered / abandoned, agent_state);
+    None: contacts start with their agent, as before contract v2."""
 
     @classmethod
-    def demo(cls, speed: float = 10.0, **overrides: Any) -> TrafficProfile:
+    def demo(cls, speed: float = 10.0, *, queues: bool = False, **overrides: Any) -> TrafficProfile:
         """The default contact center on fast-forward, for live demos.
 
         Why: with real handle times a freshly started live run sends only
@@ -260,7 +266,8 @@ class TrafficProfile:
         repeats hours later, so a dashboard stays empty for too long. Here handle
         times and survey delays are ``speed`` times shorter and repeat contacts come
         back within minutes, so every KPI shows within a minute or two. Rates, mixes
-        and score distributions are unchanged. ``overrides`` are profile fields.
+        and score distributions are unchanged. ``queues``: simulate queues and agents too
+        (:meth:`QueueingProfile.demo`). ``overrides`` are profile fields.
         """
         base = cls()
         channels = {
@@ -276,6 +283,8 @@ class TrafficProfile:
             "repeat_delay_median_s": 120.0,
             "repeat_delay_sigma": 0.8,
         }
+        if queues:
+            values["queueing"] = QueueingProfile.demo(speed)
         values.update(overrides)
         return replace(base, **values)
 
@@ -331,6 +340,11 @@ class TrafficProfile:
         tau_mean = mean(transferred)
         survey = {f"survey_{m}": float(self.survey_response_rates.get(m, 0.0)) for m in METRICS}
         transfers = tau_mean * (1 + self.second_transfer_probability)
+        queue_events = 0.0
+        if self.queueing is not None:
+            # Per real-time contact: queued, answered (or abandoned), busy / after-contact work /
+            # available; each transfer re-queues (queued, answered) and moves an agent (3 more).
+            queue_events = self.real_time_share() * (5.0 + 5.0 * transfers)
         return {
             "repeat_contact": repeat,
             "channel_switch": repeat * self.channel_switch_probability,
@@ -339,5 +353,48 @@ class TrafficProfile:
             "transfers_per_contact": transfers,
             "resolved": mean(resolved),
             **survey,
-            "events_per_contact": 2.0 + transfers + sum(survey.values()),
+            "events_per_contact": 2.0 + transfers + sum(survey.values()) + queue_events,
         }
+
+    def real_time_share(self) -> float:
+        """Share of contacts on channels that wait in a queue (voice, chat, messaging)."""
+        total = sum(c.weight for c in self.channels.values())
+        return sum(c.weight for n, c in self.channels.items() if n in REAL_TIME_CHANNELS) / total
+
+    def _agent_times(self) -> tuple[float, float]:
+        """Mean handle time of a real-time contact, and the agent time around it (after-contact
+        work, ringing), in seconds."""
+        assert self.queueing is not None
+        rt = {n: c for n, c in self.channels.items() if n in REAL_TIME_CHANNELS}
+        weight = sum(c.weight for c in rt.values()) or 1.0
+        handle = sum(c.weight * c.handle_median_s * math.exp(c.handle_sigma**2 / 2) for c in rt.values())
+        return handle / weight, self.queueing.acw_median_s * math.exp(0.125) + self.queueing.ring_s / 2
+
+    def mean_agent_time_s(self, queue: str) -> float:
+        """How long an agent of ``queue`` is busy per contact on average (handle + after-contact work)."""
+        handle, around = self._agent_times()
+        q = self.queues[queue]
+        return handle * (1 + 0.4 * q.transfer_probability * (1 + self.second_transfer_probability)) + around
+
+    def offered_load(self, queue: str) -> float:
+        """Agents the queue keeps busy on average (Erlangs): its real-time contacts per second x
+        (handle time + after-contact work), with a transferred contact's time split between
+        the queue it started in and the queues it is transferred to."""
+        handle, acw = self._agent_times()
+        total_weight = sum(x.weight for x in self.queues.values())
+        load = 0.0
+        for name, q in self.queues.items():
+            share = q.weight / total_weight
+            transfers = q.transfer_probability * (1 + self.second_transfer_probability)
+            if name == queue:  # the part before any transfer (a third of the longer handle)
+                kept = 1 - q.transfer_probability * (2 / 3)
+                load += share * (handle * (1 + 0.4 * transfers) * kept + acw)
+            targets = {t: w for t, w in q.transfer_targets.items() if t in self.queues and t != name}
+            if not targets:
+                targets = {t: 1.0 for t in self.queues if t != name}
+            if queue in targets:
+                routed = targets[queue] / sum(targets.values())
+                load += (
+                    share * q.transfer_probability * routed * (handle * (1 + 0.4 * transfers) * (2 / 3) + acw)
+                )
+        return self.contacts_per_second * self.real_time_share() * load

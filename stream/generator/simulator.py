@@ -30,6 +30,7 @@ from stream.generator.profile import (
     TopicKind,
     TrafficProfile,
 )
+from stream.generator.queueing import REAL_TIME_CHANNELS, Agent, QueueFloor, staffing
 
 # --------------------------------------------------------------------------------------
 # Simulator
@@ -178,14 +179,24 @@ class TrafficSimulator:
 
         # Queues, their agents and transfer routes.
         self._queue_names = list(profile.queues)
-        self._queue_cum = _cumulative([q.weight for q in profile.queues.values()])
-        self._agents: dict[str, list[_Agent]] = {}
+        self._queue_weights = [q.weight for q in profile.queues.values()]
+        self._queue_cum = _cumulative(self._queue_weights)
+        self._agents: dict[str, list[_Agent | Agent]] = {}
+        queueing = profile.queueing
         for name, q in profile.queues.items():
             prefix = "".join(part[0] for part in name.split("_"))[:3] or "q"
             teams = q.teams or (name,)
+            # With queueing the pool is staffed for the load, else the profile's head count.
+            size = (
+                staffing(profile.offered_load(name), queueing.safety_staffing)
+                if queueing
+                else max(1, q.agents)
+            )
             self._agents[name] = [
-                _Agent(f"{prefix}-{i + 1:03d}", teams[i % len(teams)], rng.gauss(0.0, 0.3))
-                for i in range(max(1, q.agents))
+                Agent(f"{prefix}-{i + 1:03d}", teams[i % len(teams)], rng.gauss(0.0, 0.3), name)
+                if queueing
+                else _Agent(f"{prefix}-{i + 1:03d}", teams[i % len(teams)], rng.gauss(0.0, 0.3))
+                for i in range(size)
             ]
         self._routes: dict[str, tuple[list[str], list[float]]] = {}
         for name, q in profile.queues.items():
@@ -213,6 +224,16 @@ class TrafficSimulator:
 
         self._schedule: list[tuple[float, int, _Pending | _FollowUp]] = []
         self._seq = itertools.count()
+        self._floor: QueueFloor | None = None
+        if queueing is not None:
+            pools = {
+                name: [a for a in agents if isinstance(a, Agent)] for name, agents in self._agents.items()
+            }
+            warm = {
+                name: (min(0.95, profile.offered_load(name) / len(pool)), profile.mean_agent_time_s(name))
+                for name, pool in pools.items()
+            }
+            self._floor = QueueFloor(queueing, pools, rng, self._push, self._event_id, start, warm)
         self._last_contact_ms: dict[int, float] = {}
         self._recent: deque[GeneratedEvent] = deque(maxlen=2048)
         self._bad_names = [k for k, _ in _BAD_KINDS]
@@ -328,6 +349,16 @@ class TrafficSimulator:
             if ch != exclude:
                 return ch
 
+    def _pick_queue(self, t: float) -> str:
+        """A fresh contact's queue: by the profile's weights, moved by each queue's daily curve."""
+        if self._floor is None:
+            return self._queue_names[bisect.bisect_left(self._queue_cum, self._rng.random())]
+        floor = self._floor
+        weights = [
+            w * floor.intensity(t, q) for q, w in zip(self._queue_names, self._queue_weights, strict=True)
+        ]
+        return self._queue_names[bisect.bisect_left(_cumulative(weights), self._rng.random())]
+
     def _start_contact(self, t: float, follow: _FollowUp | None) -> None:
         rng = self._rng
         p = self.profile
@@ -335,7 +366,7 @@ class TrafficSimulator:
         if follow is None:
             cust_idx = self._draw_customer(t)
             customer_id = f"cust-{cust_idx:07d}"
-            queue = self._queue_names[bisect.bisect_left(self._queue_cum, rand())]
+            queue = self._pick_queue(t)
             reasons = p.queues[queue].reasons
             reason = reasons[int(rand() * len(reasons))] if reasons else "other"
             channel = self._pick_channel(None)
@@ -384,16 +415,38 @@ class TrafficSimulator:
         }
         if rand() >= p.reason_missing_share:
             started["reason"] = reason
+        floor = self._floor if channel in REAL_TIME_CHANNELS else None
+        handle_start = t
+        if floor is not None:
+            queued_at = t + floor.ivr_ms()
+            self._push(queued_at, self._wait_event("contact_queued", contact_id, queue=queue))
+            taken = floor.take(queue, queued_at, floor.patience_ms())
+            if taken.agent is None:  # gave up waiting: no agent, no survey; may call again
+                del started["agent_id"], started["team"]
+                self._push(t, ("interactions", contact_id, started, "contact_started"))
+                self._push(taken.at, self._wait_event("contact_abandoned", contact_id))
+                self._push(taken.at + 800.0, self._wait_event("contact_ended", contact_id))
+                if rand() < 0.25:  # calls back a few minutes later (a repeat contact)
+                    delay_s = 60.0 + 240.0 * rand()
+                    self._push(
+                        taken.at + delay_s * 1000.0, _FollowUp(cust_idx, customer_id, channel, queue, reason)
+                    )
+                return
+            agent = taken.agent
+            started["agent_id"], started["team"] = agent.agent_id, agent.team
+            self._push(taken.at, self._wait_event("contact_answered", contact_id, agent_id=agent.agent_id))
+            handle_start = taken.at
         self._push(t, ("interactions", contact_id, started, "contact_started"))
 
         handle_ms = handle_s * 1000.0
         final_queue, final_agent = queue, agent
+        shift = 0.0  # how much the re-queues after transfers delayed the contact
         for i in range(transfers):
             low, high = (0.15, 0.45) if i == 0 else (0.55, 0.85)
             names, cum = self._routes[final_queue]
             final_queue = names[bisect.bisect_left(cum, rand())]
             pool = self._agents[final_queue]
-            final_agent = pool[int(rand() * len(pool))]
+            next_agent = pool[int(rand() * len(pool))]
             transfer: dict[str, Any] = {
                 "event_id": self._event_id(),
                 "type": "contact_transferred",
@@ -401,12 +454,26 @@ class TrafficSimulator:
                 "timestamp": None,
                 "to_queue": final_queue,
             }
+            at = handle_start + shift + handle_ms * (low + (high - low) * rand())
+            if floor is not None and isinstance(final_agent, Agent):
+                floor.release(final_agent, at)
+                requeued = at + 1000.0
+                self._push(requeued, self._wait_event("contact_queued", contact_id, queue=final_queue))
+                taken = floor.take(final_queue, requeued)
+                assert taken.agent is not None  # a transferred customer waits
+                next_agent = taken.agent
+                self._push(
+                    taken.at, self._wait_event("contact_answered", contact_id, agent_id=next_agent.agent_id)
+                )
+                shift += taken.at - at
+            final_agent = next_agent
             if rand() < p.to_agent_share:
                 transfer["to_agent"] = final_agent.agent_id
-            at = t + handle_ms * (low + (high - low) * rand())
             self._push(at, ("interactions", contact_id, transfer, "contact_transferred"))
 
-        end_t = t + handle_ms
+        end_t = handle_start + shift + handle_ms
+        if floor is not None and isinstance(final_agent, Agent):
+            floor.release(final_agent, end_t)
         ended: dict[str, Any] = {
             "event_id": self._event_id(),
             "type": "contact_ended",
@@ -449,6 +516,17 @@ class TrafficSimulator:
             delay_s = min(self._repeat_cap_s, rng.lognormvariate(self._repeat_mu, p.repeat_delay_sigma))
             self._push(end_t + delay_s * 1000.0, _FollowUp(cust_idx, customer_id, channel, queue, reason))
 
+    def _wait_event(self, kind: str, contact_id: str, **fields: Any) -> _Pending:
+        """A contract-v2 queue event of the contact, for the schedule."""
+        value: dict[str, Any] = {
+            "event_id": self._event_id(),
+            "type": kind,
+            "contact_id": contact_id,
+            "timestamp": None,
+        }
+        value.update(fields)
+        return ("interactions", contact_id, value, kind)
+
     def _schedule_surveys(
         self,
         end_t: float,
@@ -457,7 +535,7 @@ class TrafficSimulator:
         cust_idx: int,
         channel: str,
         queue: str,
-        agent: _Agent,
+        agent: _Agent | Agent,
         transfers: int,
         resolved: bool,
         repeat: bool,

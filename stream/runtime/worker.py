@@ -20,6 +20,7 @@ def run_worker(settings: Settings) -> None:
     from stream.runtime.topics import ensure_topics
 
     install_log_redaction(settings)
+    check_files(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     asyncio.run(ensure_topics(settings))
     cx = create_app(settings)
@@ -33,6 +34,17 @@ def run_worker(settings: Settings) -> None:
     tune_gc()
     worker = Worker(cx.app, loglevel=settings.log_level.upper(), quiet=True)
     worker.execute_from_commandline()
+
+
+def check_files(settings: Settings) -> None:
+    """Validate the files the settings name (queues, alert rules) before anything connects:
+    a typo stops the worker at once with the file, the entry and the field, instead of after
+    the broker answered (``SettingsError``: exit status 2)."""
+    from stream.alerting.rules import load_rules_for
+    from stream.config.queues import load_queue_targets
+
+    load_queue_targets(settings)
+    load_rules_for(settings, settings.label_names)
 
 
 def tune_gc() -> None:

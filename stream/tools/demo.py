@@ -39,8 +39,13 @@ def fetch_metrics(url: str, timeout: float = 2.0) -> dict[str, list[tuple[dict[s
 
 
 def render_summary(metrics: dict[str, list[tuple[dict[str, str], float]]], window: str = "15m") -> str:
-    """A per-queue table of the main KPIs over ``window``, summing counts across channels."""
+    """A per-queue table over ``window``, summing counts across channels: the queue first
+    (waiting now, longest wait, service level, abandonment), then the CX KPIs."""
     names = [
+        "cx_answered_contacts",
+        "cx_answered_within_threshold",
+        "cx_abandoned_contacts",
+        "cx_short_abandoned_contacts",
         "cx_contacts",
         "cx_contacts_ended",
         "cx_transferred_contacts",
@@ -60,12 +65,19 @@ def render_summary(metrics: dict[str, list[tuple[dict[str, str], float]]], windo
             if labels.get("window") == window:
                 per_queue[labels["queue"]][name] += value
                 per_queue["ALL"][name] += value
+    for labels, value in metrics.get("cx_contacts_waiting", []):
+        per_queue[labels["queue"]]["waiting"] += value
+        per_queue["ALL"]["waiting"] += value
+    for labels, value in metrics.get("cx_longest_wait_seconds", []):
+        for key in (labels["queue"], "ALL"):
+            per_queue[key]["longest"] = max(per_queue[key]["longest"], value)
 
     def pct(num: float, den: float) -> str:
         return f"{100 * num / den:5.1f}%" if den else "    - "
 
     lines = [
-        f"window {window}   {'queue':<14}{'contacts':>9}{'ended':>7}{'transf':>8}{'repeat':>8}"
+        f"window {window}   {'queue':<14}{'waiting':>8}{'longest':>8}{'SL':>7}{'aband':>7}"
+        f"{'contacts':>9}{'ended':>7}{'transf':>8}{'repeat':>8}"
         f"{'CSAT':>8}{'NPS':>7}{'CES easy':>9}{'CES high':>9}{'resp n':>8}",
     ]
     for queue in sorted(per_queue, key=lambda q: (q == "ALL", q)):
@@ -76,8 +88,13 @@ def render_summary(metrics: dict[str, list[tuple[dict[str, str], float]]], windo
             else "    -  "
         )
         responses = c["cx_csat_responses"] + c["cx_nps_responses"] + c["cx_ces_responses"]
+        offered = c["cx_answered_contacts"] + c["cx_abandoned_contacts"] - c["cx_short_abandoned_contacts"]
+        longest = f"{c['longest']:>7.0f}s" if c["longest"] else "      - "
         lines.append(
-            f"{'':12}{queue:<14}{c['cx_contacts']:>9.0f}{c['cx_contacts_ended']:>7.0f}"
+            f"{'':12}{queue:<14}{c['waiting']:>8.0f}{longest:>8}"
+            f"{pct(c['cx_answered_within_threshold'], offered):>7}"
+            f"{pct(c['cx_abandoned_contacts'] - c['cx_short_abandoned_contacts'], offered):>7}"
+            f"{c['cx_contacts']:>9.0f}{c['cx_contacts_ended']:>7.0f}"
             f"{pct(c['cx_transferred_contacts'], c['cx_contacts_ended']):>8}"
             f"{pct(c['cx_repeat_contacts'], c['cx_contacts']):>8}"
             f"{pct(c['cx_csat_satisfied'], c['cx_csat_responses']):>8}{nps:>7}"
@@ -196,7 +213,7 @@ async def _generate_and_watch(
         generator.produce(
             settings.bootstrap_servers,
             rate=rate,
-            profile=generator.TrafficProfile.demo(),
+            profile=generator.TrafficProfile.demo(queues=True),
             duplicate_ratio=0.01,
             bad_ratio=0.005,
             stop_event=stop,

@@ -21,7 +21,8 @@ from stream.embedded import free_port
 
 pytestmark = pytest.mark.integration
 
-ALL_ROW = re.compile(r"^\s+ALL\s+(\d+)\s+(\d+)", re.MULTILINE)
+#: The all-queues row: waiting, longest wait, service level, abandon, then contacts and ended.
+ALL_ROW = re.compile(r"^\s+ALL\s+(\d+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\d+)\s+(\d+)", re.MULTILINE)
 ACCEPTED = re.compile(r"^events: accepted (\d+),", re.MULTILINE)
 
 
@@ -41,6 +42,7 @@ def test_demo_shows_moving_kpis_within_30_seconds_and_stops_cleanly(tmp_path) ->
     assert demo.stdout is not None
     seen_at: list[float] = []
     contacts: list[int] = []
+    service_levels: list[str] = []
     lines: list[str] = []
     scraped = b""
     for line in demo.stdout:
@@ -48,7 +50,8 @@ def test_demo_shows_moving_kpis_within_30_seconds_and_stops_cleanly(tmp_path) ->
         match = ALL_ROW.match(line)
         if match:
             seen_at.append(time.monotonic() - started)
-            contacts.append(int(match.group(1)))
+            contacts.append(int(match.group(5)))
+            service_levels.append(match.group(3))
             if len(contacts) == 2:
                 scraped = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
     rc = demo.wait(timeout=60)
@@ -57,6 +60,7 @@ def test_demo_shows_moving_kpis_within_30_seconds_and_stops_cleanly(tmp_path) ->
     assert contacts, f"no KPI table with an ALL row:\n{output[-3000:]}"
     assert seen_at[0] < 30, f"first KPIs after {seen_at[0]:.0f} s"
     assert contacts[-1] > contacts[0] > 0, contacts  # moving, not a frozen table
+    assert any(level.endswith("%") for level in service_levels), service_levels  # the queue leads
     assert b"cx_contacts{" in scraped and b"cx_events_total" in scraped
     accepted = [int(n) for n in ACCEPTED.findall(output)]
     assert accepted and accepted[-1] > 0

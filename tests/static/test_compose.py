@@ -224,7 +224,7 @@ def test_cxstream_roles_share_one_image() -> None:
     assert len({s["image"] for s in services.values()}) == 1, "one cxstream image for every role"
     assert any("build" in s for s in services.values()), "the cxstream image is built from the Dockerfile"
     generator = next(s for s in services.values() if command(s)[0] == "generate")
-    assert command(generator) == ["generate", "--rate", "200"]
+    assert command(generator) == ["generate", "--rate", "200", "--queues"]
     wallboard = next(s for s in services.values() if command(s)[0] == "wallboard")
     assert "8080" in published_ports(wallboard), "the wallboard is published on port 8080"
 

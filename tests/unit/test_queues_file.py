@@ -100,3 +100,21 @@ def test_a_missing_file_fails_fast(tmp_path: Path) -> None:
 
 def test_the_default_target_matches_the_settings_defaults() -> None:
     assert defaults_of(load_settings()) == DEFAULT_TARGET
+
+
+def test_the_worker_refuses_a_bad_queues_file_before_it_connects(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from stream.embedded import free_port
+
+    bad = tmp_path / "queues.yml"
+    bad.write_text("queues:\n  sales: {treshold: 20s}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+    env.update(CXSTREAM_QUEUES_FILE=str(bad), CXSTREAM_BROKER=f"kafka://127.0.0.1:{free_port()}")
+    result = subprocess.run(
+        [sys.executable, "-m", "stream", "worker"], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "queue 'sales': field 'treshold': unknown field" in result.stderr
+    assert "not reachable" not in result.stderr  # it never tried the broker
