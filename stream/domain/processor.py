@@ -344,19 +344,6 @@ class Processor:
                     self._apply_pending(state, event.contact_id, record, item)
             if event.contact_id in state.waiting:  # it may have waited under channel 'unknown'
                 self._settle_waits(state, event.contact_id, record, wall_ms)
-        elif isinstance(event, WAIT_EVENTS):
-            wait_event = WaitEvent(
-                event.ts_ms,
-                _WAIT_KIND[type(event)],
-                event.queue if isinstance(event, ContactQueued) else None,
-                event.channel,
-                event.event_id,
-            )
-            events = record.wait_events
-            if events is None:
-                events = record.wait_events = []
-            if waits.insert(events, wait_event):
-                self._settle_waits(state, event.contact_id, record, wall_ms)
         elif isinstance(event, ContactTransferred):
             record.transfers += 1
             if event.to_queue is not None:
@@ -372,6 +359,19 @@ class Processor:
             else:
                 self._defer(state, event.contact_id, record, end, wall_ms)
             if record.wait_events:
+                self._settle_waits(state, event.contact_id, record, wall_ms)
+        elif isinstance(event, WAIT_EVENTS):
+            wait_event = WaitEvent(
+                event.ts_ms,
+                _WAIT_KIND[type(event)],
+                event.queue if isinstance(event, ContactQueued) else None,
+                event.channel,
+                event.event_id,
+            )
+            events = record.wait_events
+            if events is None:
+                events = record.wait_events = []
+            if waits.insert(events, wait_event):
                 self._settle_waits(state, event.contact_id, record, wall_ms)
 
     def _forward_start(self, event: ContactStarted) -> None:
@@ -448,12 +448,12 @@ class Processor:
 
     def _apply_pending(self, state: PartitionState, contact_id: str, record: Contact, item: Pending) -> None:
         """Count a survey, end or waits, attributed to the contact's queue/channel (or 'unknown')."""
-        if isinstance(item, PendingWaits):
-            self._settle_waits(state, contact_id, record, item.received_ms, final=True)
-        elif isinstance(item, PendingEnd):
+        if isinstance(item, PendingEnd):
             self._count_end(
                 self._bucket(state, item.ts_ms, self._contact_dim(state, record)), record.transfers, item
             )
+        elif isinstance(item, PendingWaits):
+            self._settle_waits(state, contact_id, record, item.received_ms, final=True)
         else:
             dim = self.dim(
                 state,
