@@ -29,6 +29,7 @@ from stream.domain.state import UNKNOWN, split_dim_key
 from stream.domain.stats import kpi_interval
 from stream.query.partition_views import GlobalView
 from stream.wallboard.operations import (
+    ALERT_FIGURES,
     ALL_QUEUES,
     LiveAgents,
     LiveWaiting,
@@ -330,6 +331,11 @@ def build_state(
                 min_samples=min_samples,
                 policy=policy,
             )
+            view["ops"]["alerts"] = {
+                figure: alert_at[(queue, kpi_key)]
+                for kpi_key, figure in ALERT_FIGURES.items()
+                if (queue, kpi_key) in alert_at
+            }
             view["alerts"] = alert_queues.get(queue, 0)
             for key, t in view["tiles"].items():
                 t["alert"] = alert_at.get((queue, key))

@@ -27,6 +27,13 @@ from stream.query.partition_views import GlobalView
 ALL_QUEUES: Final = "*"
 ABANDON_GOOD, ABANDON_BAD = 0.05, 0.10
 SERVICE_LEVEL_WARN_BELOW = 0.10
+#: Alert metric (without ``cx_``) -> the queue figure it marks on the board.
+ALERT_FIGURES: Final = {
+    "contacts_waiting": "waiting",
+    "longest_wait_seconds": "longest_wait",
+    "service_level_ratio": "service_level",
+    "abandon_ratio": "abandon",
+}
 #: States that count as busy on the board (on a contact or wrapping it up).
 BUSY_STATES: Final = ("busy", "after_contact_work")
 

@@ -41,6 +41,7 @@ from tests.e2e.seed import (
     expected_totals,
     fire_alert,
     js_round,
+    resolve_alert,
     write_views,
 )
 from tests.e2e.support import WallboardProcess
@@ -79,7 +80,8 @@ READ_BOARD = """(() => {
   });
   out.opsCells = {};
   document.querySelectorAll('#queue-rows td[data-ops]').forEach((td) => {
-    out.opsCells[td.dataset.queue + '|' + td.dataset.ops] = {text: td.textContent, status: td.dataset.status};
+    out.opsCells[td.dataset.queue + '|' + td.dataset.ops] = {text: td.textContent, status: td.dataset.status,
+                                                             alert: td.dataset.alert || null};
   });
   const heads = Array.from(document.querySelectorAll('#queue-head th'));
   out.firstHeads = heads.slice(0, 6).map((th) => th.textContent);
@@ -293,6 +295,27 @@ async def test_wallboard_in_chromium(
         # Most severe first: the page above the warning.
         assert [a["id"] for a in shown["alerts"]] == [spike["id"], new_alert["id"]]
         assert shown["cells"]["retention|csat_ratio"]["alert"] == new_alert["id"]
+        # An alert on a live queue gauge marks its queue figure; resolved, the mark goes.
+        wait_alert = alert_payload(
+            "longest_wait_high",
+            "tech_support",
+            metric="cx_longest_wait_seconds",
+            window="now",
+            value=151.0,
+            threshold=120.0,
+            samples=9,
+            summary="A customer has waited 151s on tech_support (9 waiting), over 120s",
+        )
+        fire_alert(client, PREFIX, wait_alert)
+        await browser.wait_for(
+            READ_BOARD,
+            lambda b: b["opsCells"]["tech_support|longest_wait"]["alert"] == wait_alert["id"],
+            timeout=10,
+        )
+        resolve_alert(client, PREFIX, wait_alert)
+        await browser.wait_for(
+            READ_BOARD, lambda b: b["opsCells"]["tech_support|longest_wait"]["alert"] is None, timeout=10
+        )
 
         # 3. A minute of traffic in fast-forward: the sparklines fill in.
         for step in range(8, 40):

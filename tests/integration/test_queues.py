@@ -21,10 +21,11 @@ from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
+import redis
 
 from tests.harness import Topics, by_labels, produce_records, replay_prometheus, wait_until, write_recording
 from tests.queue_checks import mismatches
-from tests.queue_traffic import QUEUES_FILE, build
+from tests.queue_traffic import QUEUES_FILE, build, expected_waiting, expected_waits
 
 pytestmark = pytest.mark.integration
 
@@ -33,18 +34,63 @@ ZONE = "America/St_Johns"
 S = 1000
 
 
+RULES = """
+rules:
+  - name: longest_wait_high
+    metric: cx_longest_wait_seconds
+    group_by: [queue]
+    op: ">"
+    threshold: 120
+  - name: service_level_low
+    metric: cx_service_level_ratio
+    window: 1h
+    group_by: [queue]
+    op: "<"
+    threshold: 0.8
+    min_samples: 5
+"""
+
+
+def expected_alerts(truth: Any) -> set[str]:
+    """The alert ids RULES must fire on the truth: every queue with someone waiting over 120 s,
+    every queue whose 1h service level (over all channels) is under 80 % on >= 5 waits."""
+    ids = {
+        f'longest_wait_high{{queue="{queue}"}}'
+        for (queue, _), (count, age) in expected_waiting(truth).items()
+        if count and age > 120
+    }
+    per_queue: dict[str, list[float]] = {}
+    for (queue, _), c in expected_waits(truth, {"1h": 3600}, ZoneInfo(ZONE))["1h"].items():
+        sums = per_queue.setdefault(queue, [0.0, 0.0])
+        sums[0] += c["cx_answered_within_threshold"]
+        sums[1] += c["cx_answered_contacts"] + c["cx_abandoned_contacts"] - c["cx_short_abandoned_contacts"]
+    ids |= {
+        f'service_level_low{{queue="{q}"}}'
+        for q, (within, offered) in per_queue.items()
+        if offered >= 5 and within / offered < 0.8
+    }
+    return ids
+
+
 def test_every_queue_and_agent_kpi_equals_the_independent_computation(
-    broker: Any, topics: Topics, start_worker: Any, tmp_path: Path
+    broker: Any, topics: Topics, start_worker: Any, redis_server: Any, tmp_path: Path
 ) -> None:
     now = int(time.time() * 1000) - 60_000
     records, truth = build(seed=7, t0=now - 3 * 3_600_000, t_end=now)
     queues = tmp_path / "queues.yml"
     queues.write_text(QUEUES_FILE)
+    rules = tmp_path / "rules.yml"
+    rules.write_text(RULES)
+    prefix = f"q{topics.prefix}"
     settings = {
         "CXSTREAM_CLOCK": "event",
         "CXSTREAM_WINDOWS": "15m,1h,today",
         "CXSTREAM_TIMEZONE": ZONE,
         "CXSTREAM_QUEUES_FILE": str(queues),
+        "CXSTREAM_ALERT_RULES": str(rules),
+        "CXSTREAM_ALERT_INTERVAL": "1s",
+        "CXSTREAM_SNAPSHOT_INTERVAL": "1s",
+        "CXSTREAM_REDIS_PREFIX": prefix,
     }
     worker = start_worker(**settings)
     worker.wait_ready(0)
@@ -66,6 +112,20 @@ def test_every_queue_and_agent_kpi_equals_the_independent_computation(
         wait_until(lambda: not mismatches(worker.samples(), truth, WINDOWS, zone), timeout=20)
     assert mismatches(worker.samples(), truth, WINDOWS, zone) == []
     assert sum(v for labels, v in worker.samples()["cx_events_total"] if labels["outcome"] == "rejected") == 0
+
+    # The alert rules, on the live gauge and on the service level, see the same numbers.
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    want = expected_alerts(truth)
+    assert any(a.startswith("longest_wait_high") for a in want) and any(
+        a.startswith("service_level") for a in want
+    )
+    try:
+        wait_until(lambda: set(client.hgetall(f"{prefix}:alerts:active")) == want, timeout=30)
+        firing = {k: orjson.loads(v) for k, v in client.hgetall(f"{prefix}:alerts:active").items()}
+    finally:
+        client.close()
+    longest = next(a for a in firing.values() if a["rule"] == "longest_wait_high")
+    assert longest["window"] == "now" and longest["samples"] >= 1 and longest["value"] > 120
 
     # The same recording through `cxstream replay` gives the same numbers.
     path = write_recording(tmp_path / "queues.jsonl", [(topic_of[k], key, v) for k, key, v in records])

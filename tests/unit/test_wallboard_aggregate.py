@@ -402,3 +402,22 @@ def test_queues_with_only_live_data_get_a_row() -> None:
     )
     rows = {row["queue"]: row for row in state["data"]["15m"]["queues"]}
     assert rows["overflow"]["ops"]["waiting"] == 3 and rows[ALL_QUEUES]["ops"]["waiting"] == 3
+
+
+def test_alerts_on_queue_figures_mark_them() -> None:
+    a = ops_view(0, NOW, NOW, [("billing", "voice", 3, NOW - 200_000)])
+    alert = alert_payload(
+        "longest_wait_high",
+        "billing",
+        metric="cx_longest_wait_seconds",
+        window="now",
+        value=200.0,
+        threshold=120.0,
+    )
+    state = build_state(
+        sum_views(merge(1, [a]), NOW, 60_000), parse_alerts({alert["id"]: orjson.dumps(alert).decode()}),
+        now_ms=NOW, min_samples=20, windows=("15m",),
+    )  # fmt: skip
+    rows = {row["queue"]: row for row in state["data"]["15m"]["queues"]}
+    assert rows["billing"]["ops"]["alerts"] == {"longest_wait": alert["id"]}
+    assert rows[ALL_QUEUES]["ops"]["alerts"] == {}

@@ -124,10 +124,13 @@
     var status = opsStatus(ops, item[2]);
     var cls = "tile ops-tile status-" + status;
     if (item[0] === "service_level" && ops.low_confidence && ops.service_level !== null) cls += " low-confidence";
+    var alert = ops.alerts && ops.alerts[item[0]];
+    if (alert) cls += " has-alert";
     var node = el("div", cls);
     node.dataset.queue = view.queue;
     node.dataset.ops = item[0];
     node.dataset.status = status;
+    if (alert) node.dataset.alert = alert;
     node.appendChild(el("div", "label", item[1]));
     node.appendChild(el("div", "value", item[3](ops)));
     node.appendChild(el("div", "meta", item[4](ops)));
@@ -137,10 +140,12 @@
   function opsCell(view, item) {
     var ops = view.ops;
     var status = opsStatus(ops, item[2]);
-    var td = el("td", "ops-cell status-" + status);
+    var alert = ops.alerts && ops.alerts[item[0]];
+    var td = el("td", "ops-cell status-" + status + (alert ? " has-alert" : ""));
     td.dataset.queue = view.queue;
     td.dataset.ops = item[0];
     td.dataset.status = status;
+    if (alert) td.dataset.alert = alert;
     td.appendChild(el("div", "value", item[3](ops)));
     return td;
   }
