@@ -479,9 +479,7 @@ class Processor:
         events = record.wait_events
         if not events:
             return
-        if record.ended_ms is not None:
-            events = [*events, WaitEvent(record.ended_ms, waits.ENDED)]
-        pairing = waits.pair(events)
+        pairing = _pairing(record)
         grew = pairing.unmatched - record.wait_unmatched
         if grew > 0:
             self.wait_anomalies[UNMATCHED] += grew
@@ -551,10 +549,7 @@ class Processor:
         state.waiting.clear()
         for contact_id, record in state.contacts.items():
             if record.wait_events:
-                events = record.wait_events
-                if record.ended_ms is not None:
-                    events = [*events, WaitEvent(record.ended_ms, waits.ENDED)]
-                open_wait = waits.pair(events).open
+                open_wait = _pairing(record).open
                 if open_wait is not None:
                     state.waiting[contact_id] = (
                         open_wait.queued_ms,
@@ -710,6 +705,14 @@ class Processor:
             self._expire_agents(state, now)
 
         state.expire_dedup(horizon_start_ms=now - self.dedup_horizon_ms, max_ids=self.settings.dedup_max_ids)
+
+
+def _pairing(record: Contact) -> waits.Pairing:
+    """The contact's waits from its wait events and its end (which ends an open wait)."""
+    events = record.wait_events or []
+    if record.ended_ms is not None:
+        events = [*events, WaitEvent(record.ended_ms, waits.ENDED)]
+    return waits.pair(events)
 
 
 def customer_topic_name(settings: Settings) -> str:
