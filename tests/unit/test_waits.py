@@ -1,4 +1,4 @@
-"""Pairing waits in queue (stream.domain.waits, work in progress for issue 13).
+"""Pairing waits in queue (stream.domain.waits): the pure rules the processor counts with.
 
 The contract's edge cases one by one, and with hypothesis: whatever order a contact's
 wait events arrive in, inserting them one at a time and counting the difference after
