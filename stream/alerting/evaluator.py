@@ -37,7 +37,9 @@ from typing import Any
 from stream.alerting.rules import DEFAULT_SUMMARY, Rule, summary_fields
 from stream.domain import kpi, stats
 from stream.domain.kpi import Counts
+from stream.domain.metrics_catalog import QUEUE_LABELS
 from stream.domain.state import TRANSITION_MARK, split_dim_key
+from stream.query.live import WaitingNow, add_waiting_now
 
 WindowTotals = Mapping[str, Mapping[str, Counts]]
 GroupKey = tuple[str, ...]
@@ -127,18 +129,14 @@ def _escape(value: str) -> str:
 
 
 # -- observations from window totals ----------------------------------------------------------
-def observe_live(rule: Rule, live: Mapping[str, tuple[int, float | None]]) -> dict[GroupKey, Observation]:
+def observe_live(rule: Rule, live: Mapping[str, WaitingNow]) -> dict[GroupKey, Observation]:
     """Live gauges by the rule's groups: samples = contacts waiting; the value the longest
     wait (None when nobody waits: the condition is clear) or the number waiting."""
-    positions = [("queue", "channel").index(label) for label in rule.group_by]
-    groups: dict[GroupKey, tuple[int, float | None]] = {}
+    positions = [QUEUE_LABELS.index(label) for label in rule.group_by]
+    groups: dict[GroupKey, WaitingNow] = {}
     for dim, (count, longest) in live.items():
         parts = split_dim_key(dim)
-        key = tuple(parts[i] if i < len(parts) else "" for i in positions)
-        held, held_longest = groups.get(key, (0, None))
-        if longest is not None and (held_longest is None or longest > held_longest):
-            held_longest = longest
-        groups[key] = (held + count, held_longest)
+        add_waiting_now(groups, tuple(parts[i] if i < len(parts) else "" for i in positions), count, longest)
     return {
         key: Observation(value=float(count) if rule.kpi == "contacts_waiting" else longest, samples=count)
         for key, (count, longest) in groups.items()
@@ -167,7 +165,7 @@ def observe(
     rule: Rule,
     totals: WindowTotals,
     label_names: Sequence[str] = ("queue", "channel"),
-    live: Mapping[str, tuple[int, float | None]] | None = None,
+    live: Mapping[str, WaitingNow] | None = None,
 ) -> dict[GroupKey, Observation]:
     """The rule's observation for every group with data in its window.
 
@@ -368,7 +366,7 @@ class Evaluator:
         totals: WindowTotals,
         now_ms: int,
         controls: Controls | None = None,
-        live: Mapping[str, tuple[int, float | None]] | None = None,
+        live: Mapping[str, WaitingNow] | None = None,
     ) -> list[Transition]:
         """One evaluation at ``now_ms`` over the window totals (and the live waiting, for
         rules on live gauges); returns the transitions made."""

@@ -31,7 +31,7 @@ from stream.config.settings import Settings, SettingsError
 from stream.config.timeutil import TODAY, parse_duration
 from stream.domain import stats
 from stream.domain.kpi import DEFAULT_SERVICE_LEVEL_POLICY
-from stream.domain.metrics_catalog import RATIO_METRICS
+from stream.domain.metrics_catalog import QUEUE_LABELS, RATIO_METRICS
 
 log = logging.getLogger(__name__)
 
@@ -389,7 +389,7 @@ def _compile(
         window, window_s = _window("window", fields.window, windows)
 
     group_by: list[str] = []
-    valid = ("queue", "channel") if live else label_names
+    valid = QUEUE_LABELS if live else label_names
     for label in fields.group_by:
         if label not in valid:
             raise _FieldError("group_by", f"unknown label {label!r} (valid here: {', '.join(valid)})")

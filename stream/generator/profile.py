@@ -356,6 +356,13 @@ class TrafficProfile:
             "events_per_contact": 2.0 + transfers + sum(survey.values()) + queue_events,
         }
 
+    def transfer_routes(self, queue: str) -> dict[str, float]:
+        """Where ``queue`` transfers to, with weights: its ``transfer_targets`` (other known
+        queues), else every other queue alike (itself when it is the only one)."""
+        q = self.queues[queue]
+        targets = {t: w for t, w in q.transfer_targets.items() if t in self.queues and t != queue}
+        return targets or {t: 1.0 for t in self.queues if t != queue} or {queue: 1.0}
+
     def real_time_share(self) -> float:
         """Share of contacts on channels that wait in a queue (voice, chat, messaging)."""
         total = sum(c.weight for c in self.channels.values())
@@ -389,9 +396,7 @@ class TrafficProfile:
             if name == queue:  # the part before any transfer (a third of the longer handle)
                 kept = 1 - q.transfer_probability * (2 / 3)
                 load += share * (handle * (1 + 0.4 * transfers) * kept + acw)
-            targets = {t: w for t, w in q.transfer_targets.items() if t in self.queues and t != name}
-            if not targets:
-                targets = {t: 1.0 for t in self.queues if t != name}
+            targets = self.transfer_routes(name)
             if queue in targets:
                 routed = targets[queue] / sum(targets.values())
                 load += (

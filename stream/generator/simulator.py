@@ -199,10 +199,8 @@ class TrafficSimulator:
                 for i in range(size)
             ]
         self._routes: dict[str, tuple[list[str], list[float]]] = {}
-        for name, q in profile.queues.items():
-            targets = {t: w for t, w in q.transfer_targets.items() if t in profile.queues and t != name}
-            if not targets:
-                targets = {t: 1.0 for t in profile.queues if t != name} or {name: 1.0}
+        for name in profile.queues:
+            targets = profile.transfer_routes(name)
             self._routes[name] = (list(targets), _cumulative(list(targets.values())))
 
         # Surveys: one invitation answered at the highest metric rate; each metric is

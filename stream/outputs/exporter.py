@@ -36,7 +36,7 @@ from stream.domain.metrics_catalog import (
     WAITS_EXPIRED,
 )
 from stream.domain.processor import EXPIRED, UNMATCHED, Processor
-from stream.domain.state import DIM_SEPARATOR, TRANSITION_MARK, PartitionState, split_dim_key
+from stream.domain.state import TRANSITION_MARK, PartitionState, dim_key, split_dim_key
 from stream.query.live import waiting_by_dim
 from stream.query.windows import WindowReader, WindowTotals
 
@@ -150,7 +150,7 @@ class KpiCollector(Collector):
         for per_dim in totals.values():
             for dim, counts in per_dim.items():
                 if counts[WAITS_ENDED] and not dim.startswith(TRANSITION_MARK):
-                    waiting.setdefault(DIM_SEPARATOR.join(split_dim_key(dim)[:2]), [0, 0])
+                    waiting.setdefault(dim_key(*split_dim_key(dim)[:2]), [0, 0])
         contacts = GaugeMetricFamily(CONTACTS_WAITING.name, CONTACTS_WAITING.help, labels=QUEUE_LABELS)
         longest = GaugeMetricFamily(LONGEST_WAIT.name, LONGEST_WAIT.help, labels=QUEUE_LABELS)
         for dim in sorted(waiting):

@@ -9,12 +9,35 @@ evaluator and the wallboard, which add every partition's (one view each).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TypeVar
 
 from stream.domain import agents
-from stream.domain.state import DIM_SEPARATOR, PartitionState, dim_key
+from stream.domain.state import PartitionState, dim_key
 
 #: "queue\x1fchannel" -> [contacts waiting, oldest queued at (event time ms)]
 Waiting = dict[str, list[int]]
+#: (contacts waiting, longest wait in seconds; None when nobody waits)
+WaitingNow = tuple[int, float | None]
+K = TypeVar("K")
+
+
+def add_oldest(into: Waiting, dim: str, count: int, oldest_ms: int) -> None:
+    """Add ``count`` contacts queued since ``oldest_ms`` to ``into[dim]``: counts add, the
+    oldest is the earliest of those that have contacts."""
+    entry = into.get(dim)
+    if entry is None:
+        into[dim] = [count, oldest_ms]
+    elif count:
+        entry[1] = oldest_ms if not entry[0] else min(entry[1], oldest_ms)
+        entry[0] += count
+
+
+def add_waiting_now(into: dict[K, WaitingNow], key: K, count: int, longest: float | None) -> None:
+    """Add a group's waiting now into ``into[key]``: counts add, the longest wait is the largest."""
+    held, held_longest = into.get(key, (0, None))
+    if longest is not None and (held_longest is None or longest > held_longest):
+        held_longest = longest
+    into[key] = (held + count, held_longest)
 
 
 def waiting_by_dim(states: Iterable[PartitionState]) -> Waiting:
@@ -22,25 +45,8 @@ def waiting_by_dim(states: Iterable[PartitionState]) -> Waiting:
     out: Waiting = {}
     for state in states:
         for queued_ms, dim in state.waiting.values():
-            entry = out.get(dim)
-            if entry is None:
-                out[dim] = [1, queued_ms]
-            else:
-                entry[0] += 1
-                if queued_ms < entry[1]:
-                    entry[1] = queued_ms
+            add_oldest(out, dim, 1, queued_ms)
     return out
-
-
-def add_waiting(into: Waiting, part: Waiting) -> None:
-    """Add ``part`` into ``into`` (counts add, the oldest is the minimum)."""
-    for dim, (count, oldest) in part.items():
-        entry = into.get(dim)
-        if entry is None:
-            into[dim] = [count, oldest]
-        else:
-            entry[0] += count
-            entry[1] = min(entry[1], oldest) if count else entry[1]
 
 
 def agents_by(states: Iterable[PartitionState]) -> tuple[dict[str, int], dict[str, int]]:
@@ -60,8 +66,3 @@ def agents_by(states: Iterable[PartitionState]) -> tuple[dict[str, int], dict[st
                     key = dim_key(state_name, queue)
                     by_queue[key] = by_queue.get(key, 0) + 1
     return by_team, by_queue
-
-
-def queue_of(dim: str) -> str:
-    """The queue of a ``"queue\\x1fchannel"`` key."""
-    return dim.split(DIM_SEPARATOR, 1)[0]

@@ -33,7 +33,7 @@ import orjson
 from stream.domain import kpi
 from stream.domain.kpi import Counts
 from stream.domain.state import TRANSITION_MARK, UNKNOWN, PartitionState, dim_key, split_dim_key
-from stream.query.live import Waiting, add_waiting, agents_by, waiting_by_dim
+from stream.query.live import Waiting, WaitingNow, add_oldest, add_waiting_now, agents_by, waiting_by_dim
 from stream.query.windows import WindowTotals
 
 VIEW_VERSION = 1
@@ -192,9 +192,7 @@ def decode_view(raw: str | bytes, label_names: Sequence[str] = ("queue", "channe
         windows[str(window)] = per_dim
     waiting: Waiting = {}
     for row in _rows(data.get("waiting"), 4):
-        add_waiting(
-            waiting, {dim_key(str(row[0]), str(row[1])): [int(_number(row[2])), int(_number(row[3]))]}
-        )
+        add_oldest(waiting, dim_key(str(row[0]), str(row[1])), int(_number(row[2])), int(_number(row[3])))
     agents: dict[str, int] = {}
     agent_queues: dict[str, int] = {}
     for name, into in (("agents", agents), ("agent_queues", agent_queues)):
@@ -250,18 +248,14 @@ class GlobalView:
                         kpi.add_into(total, counts)
         return totals
 
-    def waiting_now(self, now_ms: int) -> dict[str, tuple[int, float | None]]:
+    def waiting_now(self, now_ms: int) -> dict[str, WaitingNow]:
         """ "queue\x1fchannel" -> (contacts waiting, longest wait in seconds, None if nobody
         waits) over every partition, aged to wall time ``now_ms``."""
-        out: dict[str, tuple[int, float | None]] = {}
+        out: dict[str, WaitingNow] = {}
         for view in self.views.values():
             now = view.ages_from(now_ms)
             for dim, (count, oldest) in view.waiting.items():
-                held, longest = out.get(dim, (0, None))
-                age = max(0.0, (now - oldest) / 1000) if count else None
-                if age is not None and (longest is None or age > longest):
-                    longest = age
-                out[dim] = (held + count, longest)
+                add_waiting_now(out, dim, count, max(0.0, (now - oldest) / 1000) if count else None)
         return out
 
     def agents_now(self) -> tuple[dict[str, int], dict[str, int]]:

@@ -21,6 +21,7 @@ from stream.config.queues import QueueTarget, QueueTargets
 from stream.domain import kpi
 from stream.domain.state import split_dim_key
 from stream.domain.stats import kpi_interval, sample_size
+from stream.query.live import WaitingNow, add_waiting_now
 from stream.query.partition_views import GlobalView
 
 #: Queue key of the row that sums every queue.
@@ -38,7 +39,7 @@ ALERT_FIGURES: Final = {
 BUSY_STATES: Final = ("busy", "after_contact_work")
 
 #: queue -> (contacts waiting, longest wait in seconds or None)
-LiveWaiting = dict[str, tuple[int, float | None]]
+LiveWaiting = dict[str, WaitingNow]
 #: queue -> agent state -> agents
 LiveAgents = dict[str, dict[str, int]]
 
@@ -47,12 +48,8 @@ def live_by_queue(view: GlobalView, now_ms: int) -> tuple[LiveWaiting, LiveAgent
     """Waiting and agents per queue, plus :data:`ALL_QUEUES` for the whole contact center."""
     waiting: LiveWaiting = {}
     for dim, (count, longest) in view.waiting_now(now_ms).items():
-        queue = split_dim_key(dim)[0]
-        for key in (queue, ALL_QUEUES):
-            held, held_longest = waiting.get(key, (0, None))
-            if longest is not None and (held_longest is None or longest > held_longest):
-                held_longest = longest
-            waiting[key] = (held + count, held_longest)
+        for key in (split_dim_key(dim)[0], ALL_QUEUES):
+            add_waiting_now(waiting, key, count, longest)
     agents: LiveAgents = {}
     by_team, by_queue = view.agents_now()
     for key, n in by_queue.items():
