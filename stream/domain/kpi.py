@@ -77,8 +77,8 @@ N_COUNTERS: Final = len(COUNTERS)
     ANSWER_WAIT_SECONDS,
 ) = range(N_COUNTERS)
 
-#: Which waits ``cx_service_level_ratio`` divides by (CXSTREAM_SERVICE_LEVEL_POLICY).
-SERVICE_LEVEL_POLICIES: Final = ("answered_and_abandoned", "answered_only", "all_waits")
+#: What ``cx_service_level_ratio`` divides by unless CXSTREAM_SERVICE_LEVEL_POLICY says otherwise
+#: (the settings list the three policies).
 DEFAULT_SERVICE_LEVEL_POLICY: Final = "answered_and_abandoned"
 
 Counts = list[float]
@@ -174,6 +174,11 @@ def offered_waits(c: Sequence[float]) -> float:
     return c[ANSWERED_CONTACTS] + c[ABANDONED_CONTACTS] - c[SHORT_ABANDONED_CONTACTS]
 
 
+def long_abandons(c: Sequence[float]) -> float:
+    """Abandons after the short-abandon time: the abandon ratio's numerator."""
+    return c[ABANDONED_CONTACTS] - c[SHORT_ABANDONED_CONTACTS]
+
+
 def service_level_denominator(c: Sequence[float], policy: str = DEFAULT_SERVICE_LEVEL_POLICY) -> float:
     """The waits ``cx_service_level_ratio`` divides by under ``policy`` (the contract's three)."""
     if policy == "answered_only":
@@ -206,7 +211,7 @@ def derived_kpis(c: Sequence[float], policy: str = DEFAULT_SERVICE_LEVEL_POLICY)
         "handle_seconds_average": _ratio(c[HANDLE_SECONDS_SUM], c[HANDLE_COUNT]),
         "resolved_ratio": _ratio(c[RESOLVED], c[RESOLUTION_REPORTED]),
         "service_level_ratio": _ratio(c[ANSWERED_WITHIN_THRESHOLD], service_level_denominator(c, policy)),
-        "abandon_ratio": _ratio(c[ABANDONED_CONTACTS] - c[SHORT_ABANDONED_CONTACTS], offered),
+        "abandon_ratio": _ratio(long_abandons(c), offered),
         "answer_wait_seconds_average": _ratio(c[ANSWER_WAIT_SECONDS], c[ANSWERED_CONTACTS]),
     }
 

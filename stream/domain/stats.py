@@ -114,7 +114,7 @@ def _offered(counts: Sequence[float], policy: str) -> float:
 
 
 def _long_abandons(counts: Sequence[float], policy: str) -> float:
-    return counts[kpi.ABANDONED_CONTACTS] - counts[kpi.SHORT_ABANDONED_CONTACTS]
+    return kpi.long_abandons(counts)
 
 
 KPI_SAMPLES: Final[dict[str, KpiSample]] = {
