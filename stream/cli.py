@@ -174,6 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
         ("replay", "stream.tools.replay", "feed a recorded JSONL file through the pipeline (event time)"),
         ("alerts", "stream.alerting.cli", "list active alerts; ack an alert; snooze a rule"),
         ("wallboard", "stream.wallboard.server", "serve the live wallboard page"),
+        (
+            "translate",
+            "stream.tools.translate",
+            "map a platform's payloads (Amazon Connect, Twilio, ...) to events",
+        ),
     ):
         command = importlib.import_module(module)
         parser_ = sub.add_parser(name, help=help_text, description=command.__doc__)

@@ -1,4 +1,6 @@
-"""The package's dependency direction: config <- domain <- query <- outputs <- runtime <- tools, no cycles.
+"""The package's dependency direction, no cycles.
+
+config <- domain <- query <- platforms <- outputs <- runtime <- tools.
 
 Read from the source (every ``import`` and ``from ... import``, including the ones inside
 functions), so a lazy import cannot hide a cycle. The layers are the target design of
@@ -36,6 +38,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "stream.tools",
         "stream.generator",
         "stream.embedded",
+        "stream.ingest",
     ),
 }
 #: The only modules directly in ``stream/``: the package, ``python -m stream`` and the CLI.
@@ -138,7 +141,7 @@ def test_no_import_cycles() -> None:
     assert not cycles, f"import cycles: {cycles}"
 
 
-@pytest.mark.parametrize("layer", ["domain", "query"])
+@pytest.mark.parametrize("layer", ["domain", "query", "platforms"])
 def test_domain_and_query_know_no_faust_and_no_io(layer: str) -> None:
     banned = ("faust", "aiokafka", "redis", "aiohttp", "prometheus_client")
     for path in PACKAGE.rglob("*.py"):
