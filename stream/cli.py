@@ -179,6 +179,16 @@ def build_parser() -> argparse.ArgumentParser:
             "stream.tools.translate",
             "map a platform's payloads (Amazon Connect, Twilio, ...) to events",
         ),
+        (
+            "ingest",
+            "stream.ingest.server",
+            "HTTP server for platform webhooks: POST /ingest/{format} -> Kafka",
+        ),
+        (
+            "bridge",
+            "stream.ingest.bridge",
+            "translate platform payloads already on Kafka onto the input topics",
+        ),
     ):
         command = importlib.import_module(module)
         parser_ = sub.add_parser(name, help=help_text, description=command.__doc__)

@@ -63,18 +63,20 @@ class Topics:
 
 @dataclass
 class WorkerProcess:
-    """``cxstream worker`` as a child process with its own port and log file."""
+    """``cxstream worker`` (or another ``command``: ``ingest``, ``bridge``) as a child process
+    with its own port and log file."""
 
     env: dict[str, str]
     log_path: Path
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    command: str = "worker"
 
     def start(self) -> WorkerProcess:
-        env = dict(self.env, CXSTREAM_WEB_PORT=str(self.port))
+        env = dict(self.env, CXSTREAM_WEB_PORT=str(self.port), CXSTREAM_INGEST_PORT=str(self.port))
         self._log = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "stream", "worker"],
+            [sys.executable, "-m", "stream", self.command],
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,

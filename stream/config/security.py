@@ -186,8 +186,15 @@ def secret_values(settings: Settings) -> list[str]:
     values: list[str] = []
     if settings.kafka_sasl_password is not None:
         values.append(settings.kafka_sasl_password.get_secret_value())
-    if settings.wallboard_token is not None:
-        values.append(settings.wallboard_token.get_secret_value())
+    for secret in (
+        settings.wallboard_token,
+        settings.ingest_token,
+        settings.twilio_auth_token,
+        settings.zendesk_webhook_secret,
+        settings.intercom_client_secret,
+    ):
+        if secret is not None:
+            values.append(secret.get_secret_value())
     url = settings.redis_url.get_secret_value()
     try:
         password = urlsplit(url).password

@@ -241,6 +241,56 @@ class Settings(BaseSettings):
         None, description="If set, the wallboard requires ?token=... or an Authorization: Bearer header."
     )
 
+    # --- platform ingestion: `cxstream ingest` (HTTP) and `cxstream bridge` (Kafka) ----
+    ingest_host: str = Field("0.0.0.0", description="Interface the ingest server binds to.")
+    ingest_port: int = Field(
+        8090, ge=1, le=65535, description="Port of the ingest server (POST /ingest/{format})."
+    )
+    ingest_token: SecretStr | None = Field(
+        None,
+        description="Shared bearer token (Authorization: Bearer ...) for formats the vendor does not sign "
+        "(Amazon Connect, Genesys Cloud via EventBridge API destinations, your own mappings); also accepted "
+        "for a signing vendor whose secret is not set.",
+    )
+    twilio_auth_token: SecretStr | None = Field(
+        None, description="Twilio auth token: verifies X-Twilio-Signature on twilio-taskrouter requests."
+    )
+    zendesk_webhook_secret: SecretStr | None = Field(
+        None, description="Zendesk webhook signing secret: verifies X-Zendesk-Webhook-Signature."
+    )
+    intercom_client_secret: SecretStr | None = Field(
+        None, description="Intercom app client secret: verifies X-Hub-Signature."
+    )
+    ingest_public_url: str | None = Field(
+        None,
+        description="The ingest server's URL as the vendor calls it (https://cx.example.com), when a proxy "
+        "sits in front: Twilio signs the URL it called.",
+    )
+    ingest_max_body: int = Field(
+        1_048_576, ge=1024, le=16_777_216, description="Largest request body accepted (bytes); larger: 413."
+    )
+    ingest_read_timeout: Duration = Field(
+        "10s", validate_default=True, description="A request whose body takes longer to arrive gets 408."
+    )
+    ingest_send_timeout: Duration = Field(
+        "10s",
+        validate_default=True,
+        description="How long a request waits for the broker's acknowledgement before answering 503.",
+    )
+    ingest_max_concurrent: int = Field(
+        256, ge=1, le=100_000, description="Requests handled at once; more wait (bounded memory)."
+    )
+    ingest_mappings: str = Field(
+        "",
+        description="Your own mapping files (YAML, comma-separated paths): formats to ingest and bridge.",
+    )
+    bridge_sources: str = Field(
+        "",
+        description="`cxstream bridge`: source topics and their format, comma-separated "
+        "`topic=format` (e.g. connect-ctr=amazon-connect-ctr).",
+    )
+    bridge_group: str = Field("cxstream-bridge", description="Consumer group of `cxstream bridge`.")
+
     # --- security -------------------------------------------------------
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         "PLAINTEXT", description="Kafka security protocol."

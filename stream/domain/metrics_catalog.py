@@ -394,6 +394,33 @@ ALERT_METRICS: Final = (
     ),
 )
 
+#: Served by ``cxstream ingest`` on its own /metrics (stream/ingest/server.py), not by workers.
+INGEST_METRICS: Final = (
+    MetricSpec(
+        "cx_ingest_requests_total",
+        "counter",
+        "Requests to POST /ingest/{format} by format and HTTP status (200 taken, 400 bad payload, "
+        "401 refused, 413/415/408 refused unread, 503 broker unavailable).",
+        contract=False,
+        labels=("format", "status"),
+    ),
+    MetricSpec(
+        "cx_ingest_events_total",
+        "counter",
+        "Contract events the broker acknowledged, by format and input topic kind "
+        "(interactions, surveys, agents).",
+        contract=False,
+        labels=("format", "topic"),
+    ),
+    MetricSpec(
+        "cx_ingest_broker_up",
+        "gauge",
+        "1 while the ingest server's broker connection works (as of the last /healthz), else 0.",
+        contract=False,
+        labels=(),
+    ),
+)
+
 ALL_METRICS: Final = (
     *COUNT_METRICS,
     *RATIO_METRICS,

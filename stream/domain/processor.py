@@ -101,6 +101,26 @@ class DeadLetter:
     reason: str
     detail: str
 
+    def record(self, max_bytes: int) -> tuple[bytes, list[tuple[str, bytes]]]:
+        """The dead-letter topic's value and headers (docs/faults.md: ``cx-reason`` ...).
+
+        A copy larger than ``max_bytes`` (``CXSTREAM_DEADLETTER_MAX_BYTES``) would fail to send
+        and, redelivered, fail again forever: the head is kept and the header says how big the
+        original was.
+        """
+        value = self.value if self.value is not None else b""
+        headers = [
+            ("cx-reason", self.reason.encode()),
+            ("cx-detail", self.detail.encode(errors="replace")),
+            ("cx-source-topic", self.topic.encode()),
+            ("cx-source-partition", str(self.partition).encode()),
+            ("cx-source-offset", str(self.offset).encode()),
+        ]
+        if len(value) > max_bytes:
+            headers += [("cx-truncated", b"true"), ("cx-original-size", str(len(value)).encode())]
+            value = value[:max_bytes]
+        return value, headers
+
 
 @dataclass(slots=True)
 class BatchOutcome:

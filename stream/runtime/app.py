@@ -164,19 +164,7 @@ def create_app(settings: Settings) -> CxStream:
     def send_dead_letters(dead: list[DeadLetter]) -> list[Any]:
         futures = []
         for item in dead:
-            value = item.value if item.value is not None else b""
-            headers = [
-                ("cx-reason", item.reason.encode()),
-                ("cx-detail", item.detail.encode(errors="replace")),
-                ("cx-source-topic", item.topic.encode()),
-                ("cx-source-partition", str(item.partition).encode()),
-                ("cx-source-offset", str(item.offset).encode()),
-            ]
-            if len(value) > settings.deadletter_max_bytes:
-                # A copy larger than the broker accepts would fail to send and, redelivered,
-                # fail again forever: keep the head and say how big the original was.
-                headers += [("cx-truncated", b"true"), ("cx-original-size", str(len(value)).encode())]
-                value = value[: settings.deadletter_max_bytes]
+            value, headers = item.record(settings.deadletter_max_bytes)
             futures.append(deadletter.send_soon(key=item.key, value=value, headers=headers))
         return futures
 

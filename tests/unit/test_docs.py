@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from stream.domain.metrics_catalog import ALL_METRICS
-from stream.tools.docgen import metrics_markdown, settings_markdown
+from stream.tools.docgen import metrics_markdown, platform_mappings_markdown, settings_markdown
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -18,6 +18,12 @@ def test_settings_page_is_current() -> None:
 
 def test_metrics_page_is_current() -> None:
     assert (ROOT / "docs/metrics.md").read_text() == metrics_markdown(), "run `python -m stream.tools.docgen`"
+
+
+def test_platform_mappings_page_is_current() -> None:
+    assert (ROOT / "docs/platform-mappings.md").read_text() == platform_mappings_markdown(), (
+        "run `python -m stream.tools.docgen`"
+    )
 
 
 def test_every_contract_metric_is_in_the_catalog() -> None:
