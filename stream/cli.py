@@ -119,11 +119,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    """Print the effective settings (secrets masked) after validation (also of the queues file)."""
+    """Print the effective settings (secrets masked) after validation (also of the queues file,
+    the platform mapping files and the bridge's sources)."""
     from stream.config.queues import load_queue_targets
+    from stream.ingest.bridge import parse_sources
+    from stream.ingest.server import mapping_files
+    from stream.platforms.registry import load_platforms
 
     settings = _settings(args)
     load_queue_targets(settings)
+    platforms = load_platforms(mapping_files(settings), max_label_length=settings.max_label_length)
+    if settings.bridge_sources:
+        parse_sources(settings, platforms)
     for name, value in settings.model_dump().items():
         print(f"CXSTREAM_{name.upper()}={value}")
     return 0

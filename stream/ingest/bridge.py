@@ -6,9 +6,9 @@ source topic and its format. The bridge consumes in its own group
 (``CXSTREAM_BRIDGE_GROUP``), translates a batch, produces every event (and a dead-letter
 copy of every payload that maps to nothing valid) and commits the source offsets only after
 the broker acknowledged all of it. A crash or rebalance in between re-translates the same
-payloads into the same deterministic event ids, which the worker deduplicates: every
-payload counts exactly once, like the worker's own input. A broker that goes away pauses
-the bridge; it carries on where it committed.
+payloads into the same deterministic event ids, which the worker deduplicates (within
+``CXSTREAM_DEDUP_HORIZON``): every payload counts exactly once, like the worker's own input.
+A broker that goes away pauses the bridge; it carries on where it committed.
 """
 
 from __future__ import annotations

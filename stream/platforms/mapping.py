@@ -316,12 +316,12 @@ class Mapping:
         """
         records = self.records(payload)
         if not records:
-            raise TranslationError("unrecognized_payload", f"no {self.spec.title} record in the payload")
+            raise TranslationError("unrecognized_payload", f"no {self.spec.title} in the payload")
         out: list[Translated] = []
         for record in records:
             if not isinstance(record, dict) or not self._search(self._recognize, record):
                 raise TranslationError(
-                    "unrecognized_payload", f"not a {self.spec.title} payload (format {self.format})"
+                    "unrecognized_payload", f"this is no {self.spec.title} (format {self.format})"
                 )
             for rule, when, id_expression, fields in self._rules:
                 if self._search(when, record):

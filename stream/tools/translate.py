@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -48,18 +48,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--list", action="store_true", help="list the formats and exit")
 
 
-def payloads(data: bytes) -> Iterator[tuple[int, bytes]]:
-    """(line number, payload bytes): the whole input when it is one JSON document, else each line."""
-    stripped = data.strip()
-    if stripped[:1] in (b"{", b"[") and b"\n" in stripped:
-        try:
-            orjson.loads(stripped)
-        except orjson.JSONDecodeError:
-            pass
-        else:
-            yield 1, stripped
-            return
-    for number, line in enumerate(data.splitlines(), 1):
+def payloads(lines: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
+    """(line number, payload bytes) from a file's lines, streamed: one payload per line
+    (JSON lines, form lines), unless the first line is the start of one multi-line JSON
+    document (a pretty-printed EventBridge event), which is then read whole."""
+    lines = iter(lines)
+    for number, line in enumerate(lines, 1):
+        stripped = line.strip()
+        if not stripped:
+            continue
+        if stripped[:1] in (b"{", b"["):
+            try:
+                orjson.loads(stripped)
+            except orjson.JSONDecodeError:
+                rest = b"".join(lines)
+                whole = (line + rest).strip()
+                try:
+                    orjson.loads(whole)
+                except orjson.JSONDecodeError:
+                    yield number, stripped  # not one document either: report the line
+                    yield from _numbered(rest.splitlines(keepends=True), number + 1)
+                    return
+                yield number, whole
+                return
+        yield number, stripped
+        yield from _numbered(lines, number + 1)
+        return
+
+
+def _numbered(lines: Iterable[bytes], first: int) -> Iterator[tuple[int, bytes]]:
+    for number, line in enumerate(lines, first):
         if line.strip():
             yield number, line.strip()
 
@@ -75,11 +93,10 @@ def _platform(args: argparse.Namespace) -> Platform:
     return load_format(args.format)
 
 
-def _read(args: argparse.Namespace) -> bytes:
+def _open(args: argparse.Namespace) -> BinaryIO:
     if args.file is None:
-        stream: BinaryIO = sys.stdin.buffer
-        return stream.read()
-    return args.file.read_bytes()
+        return sys.stdin.buffer
+    return args.file.open("rb")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -94,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"cxstream translate: {exc}", file=sys.stderr)
         return 2
     try:
-        data = _read(args)
+        source = _open(args)
     except OSError as exc:
         print(f"cxstream translate: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
         return 2
@@ -107,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     now_ms = int(time.time() * 1000)
     failed = 0
     out = sys.stdout.buffer
-    for number, payload in payloads(data):
+    for number, payload in payloads(source):
         try:
             events = platform.mapping.translate_body(payload, now_ms)
         except TranslationError as exc:

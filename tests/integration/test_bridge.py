@@ -68,7 +68,16 @@ def test_bridge_translates_exactly_once_even_when_it_reads_everything_again(
     records.append((ctr, "k", b"not json at all"))
     asyncio.run(produce_records(broker.bootstrap, records))
 
-    env = worker_env(broker.url, topics, tmp_path / "data", CXSTREAM_REDIS_URL=redis_server.url)
+    # The fixtures span 1.5 h of event time: the dedup horizon (1h by default, in event time on
+    # the event clock) must cover them for a re-read of *everything* to be all duplicates. A
+    # crashed bridge re-reads only its last uncommitted batch, seconds old.
+    env = worker_env(
+        broker.url,
+        topics,
+        tmp_path / "data",
+        CXSTREAM_REDIS_URL=redis_server.url,
+        CXSTREAM_DEDUP_HORIZON="1d",
+    )
     env.update(
         CXSTREAM_CLOCK="event",
         CXSTREAM_BRIDGE_SOURCES=f"{ctr}=amazon-connect-ctr,{events}=amazon-connect-events",
@@ -90,13 +99,20 @@ def test_bridge_translates_exactly_once_even_when_it_reads_everything_again(
         first.kill()  # a crash; its replacement below starts from scratch
 
         duplicates_before = _duplicates(worker, topics)
+        accepted_before = _outcome(worker, topics, "accepted")
+        before_all = worker.samples().get("cx_events_total")
         second = WorkerProcess(
             dict(env, CXSTREAM_BRIDGE_GROUP=f"{topics.prefix}-g2"), tmp_path / "b2.log", command="bridge"
         ).start()
         # the 32 events the first bridge produced, all again: all duplicates, no KPI moves
-        wait_until(lambda: _duplicates(worker, topics) - duplicates_before >= 32, 120)
+        try:
+            wait_until(lambda: _duplicates(worker, topics) - duplicates_before >= 32, 120)
+        except TimeoutError:
+            counts = worker.samples().get("cx_events_total")
+            raise AssertionError(f"{counts} (before: {before_all})\n{second.log_tail()}") from None
         time.sleep(2)
         assert _duplicates(worker, topics) - duplicates_before == 32
+        assert _outcome(worker, topics, "accepted") == accepted_before
         assert kpis(worker) == want()
         assert worker.alive() and second.alive()
     finally:
@@ -105,9 +121,13 @@ def test_bridge_translates_exactly_once_even_when_it_reads_everything_again(
                 process.stop()
 
 
-def _duplicates(worker: WorkerProcess, topics: Topics) -> float:
+def _outcome(worker: WorkerProcess, topics: Topics, outcome: str) -> float:
     return sum(
         value
         for labels, value in worker.samples().get("cx_events_total", [])
-        if labels["topic"] == topics.interactions and labels["outcome"] == "duplicate"
+        if labels["topic"] == topics.interactions and labels["outcome"] == outcome
     )
+
+
+def _duplicates(worker: WorkerProcess, topics: Topics) -> float:
+    return _outcome(worker, topics, "duplicate")

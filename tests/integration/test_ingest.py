@@ -97,6 +97,7 @@ def test_two_platforms_through_the_ingest_server_give_the_expected_kpis(
         tmp_path / "data",
         CXSTREAM_REDIS_URL=redis_server.url,
         CXSTREAM_CLOCK="event",
+        CXSTREAM_DEDUP_HORIZON="1d",  # the fixtures span 1 h 40 min of event time
         CXSTREAM_INGEST_TOKEN=BEARER,
         CXSTREAM_TWILIO_AUTH_TOKEN=TWILIO_TOKEN,
         CXSTREAM_INGEST_PUBLIC_URL=PUBLIC_URL,

@@ -29,7 +29,7 @@ CASES = sorted(
 def translate_file(path: Path, fmt: str | None = None) -> list[dict]:
     mapping = load_format(fmt or path.parent.name).mapping
     out = []
-    for _, payload in payloads(path.read_bytes()):
+    for _, payload in payloads(path.read_bytes().splitlines(keepends=True)):
         out += [t.event for t in mapping.translate_body(payload, NOW)]
     return out
 
@@ -168,6 +168,17 @@ def test_an_unused_event_type_maps_to_nothing() -> None:
     assert mapping.translate({"eventType": "CONTACT_DATA_UPDATED", "contactId": "c1"}, NOW) == []
 
 
+def test_payloads_are_lines_or_one_document() -> None:
+    assert list(payloads([b'{"a": 1}\n', b"\n", b'{"b": 2}\n'])) == [(1, b'{"a": 1}'), (3, b'{"b": 2}')]
+    assert list(payloads([b"{\n", b' "a": 1\n', b"}\n"])) == [(1, b'{\n "a": 1\n}')]
+    assert list(payloads([b"EventType=x&TaskSid=y\n", b"EventType=z\n"])) == [
+        (1, b"EventType=x&TaskSid=y"),
+        (2, b"EventType=z"),
+    ]
+    # neither lines nor a document: each line is reported on its own
+    assert [n for n, _ in payloads([b"{oops\n", b'{"a": 1}\n'])] == [1, 2]
+
+
 def test_functions() -> None:
     f = MappingFunctions({"channel": {"A": "voice", "*": "web"}})
     assert f._func_last_segment("arn:aws:connect:x:instance/i/queue/q1", "/") == "q1"
@@ -256,3 +267,41 @@ def test_shipped_mappings_document_their_source_and_gaps() -> None:
         )
         assert spec.source and spec.gaps, name
         assert Mapping(spec).format == name
+
+
+def test_the_translate_examples_of_docs_platforms_md_are_true() -> None:
+    """Every ``$ cxstream translate ...`` console example (without a redirect) prints what it shows."""
+    import re
+    import shlex
+    import subprocess
+    import sys
+
+    text = (Path(__file__).resolve().parents[2] / "docs/platforms.md").read_text()
+    checked = 0
+    for block in re.findall(r"```console\n(.*?)```", text, flags=re.S):
+        lines = block.splitlines()
+        for i, line in enumerate(lines):
+            if not line.startswith("$ ") or "cxstream translate" not in line or ">" in line:
+                continue
+            shown = []
+            for following in lines[i + 1 :]:
+                if following.startswith("$ "):
+                    break
+                shown.append(following)
+            stdin = None
+            command = line[2:]
+            if "|" in command:
+                producer, command = command.split("|", 1)
+                stdin = shlex.split(producer)[1].encode() + b"\n"
+            args = shlex.split(command)[1:]
+            out = subprocess.run(
+                [sys.executable, "-m", "stream", *args],
+                input=stdin,
+                capture_output=True,
+                cwd=Path(__file__).resolve().parents[2],
+                timeout=60,
+            )
+            printed = (out.stdout + out.stderr).decode().splitlines()
+            assert printed == shown, line
+            checked += 1
+    assert checked >= 2
