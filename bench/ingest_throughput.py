@@ -85,7 +85,7 @@ async def load(url: str, kind: str, requests: int, concurrency: int) -> dict[str
             body = genesys(n, now_ms)
             headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
         bodies.append((body, headers))
-    statuses: dict[int, int] = {}
+    statuses: dict[str, int] = {}
     queue: asyncio.Queue[tuple[bytes, dict[str, str]]] = asyncio.Queue()
     for item in bodies:
         queue.put_nowait(item)
@@ -96,7 +96,7 @@ async def load(url: str, kind: str, requests: int, concurrency: int) -> dict[str
                 body, headers = queue.get_nowait()
                 async with session.post(url, data=body, headers=headers) as response:
                     await response.read()
-                    statuses[response.status] = statuses.get(response.status, 0) + 1
+                    statuses[str(response.status)] = statuses.get(str(response.status), 0) + 1
 
         started = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(concurrency)))
@@ -142,10 +142,11 @@ def run_client(url: str, kind: str, requests: int, concurrency: int) -> dict[str
             str(concurrency),
         ],
         capture_output=True,
-        check=True,
         cwd=ROOT,
         timeout=900,
     )
+    if out.returncode:
+        raise RuntimeError(f"load client failed:\n{out.stderr.decode()[-2000:]}")
     return orjson.loads(out.stdout)
 
 
