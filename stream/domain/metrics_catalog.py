@@ -415,7 +415,7 @@ INGEST_METRICS: Final = (
     MetricSpec(
         "cx_ingest_broker_up",
         "gauge",
-        "1 while the ingest server's broker connection works (as of the last /healthz), else 0.",
+        "1 while the ingest server's broker connection works (its last send succeeded), else 0.",
         contract=False,
         labels=(),
     ),

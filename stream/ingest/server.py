@@ -52,6 +52,7 @@ JSON_TYPES = frozenset(
 )
 FORM_TYPE = "application/x-www-form-urlencoded"
 RETRY_AFTER_S = 5
+WARN_EVERY_S = 10.0
 
 
 def mapping_files(settings: Settings) -> list[Path]:
@@ -88,6 +89,8 @@ class IngestServer:
         self.platforms = platforms
         self.delivery = delivery
         self.metrics = IngestMetrics()
+        self.metrics.broker_up.set_function(lambda: 1.0 if self._broker_up() else 0.0)
+        self._last_warning = -1e9
         self._slots = asyncio.Semaphore(settings.ingest_max_concurrent)
         self.app = web.Application(client_max_size=settings.ingest_max_body)
         self.app.router.add_post("/ingest/{format}", self.ingest)
@@ -99,9 +102,11 @@ class IngestServer:
     async def formats(self, request: web.Request) -> web.Response:
         return _json(200, {"formats": {name: p.auth for name, p in self.platforms.items()}})
 
+    def _broker_up(self) -> bool:
+        return self.delivery.connected and self.delivery.healthy
+
     async def healthz(self, request: web.Request) -> web.Response:
-        up = self.delivery.connected and self.delivery.healthy
-        self.metrics.broker_up.set(1 if up else 0)
+        up = self._broker_up()
         return _json(200 if up else 503, {"broker": "up" if up else "down"})
 
     # -- the webhook ------------------------------------------------------------------
@@ -163,7 +168,9 @@ class IngestServer:
         try:
             await self.delivery.send(events)
         except BrokerUnavailable as exc:
-            log.warning("%s payload not taken: %s", fmt, exc)
+            if time.monotonic() - self._last_warning > WARN_EVERY_S:  # one line, not one per request
+                self._last_warning = time.monotonic()
+                log.warning("%s payload not taken (503, the vendor retries): %s", fmt, exc)
             return self._answer(fmt, 503, {"error": "broker_unavailable"}, **retry)
         for event in events:
             self.metrics.events.labels(fmt, event.topic).inc()

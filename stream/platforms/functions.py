@@ -18,6 +18,8 @@ import jmespath.functions
 import orjson
 from jmespath.functions import signature
 
+from stream.config.timeutil import parse_event_time_ms
+
 
 class UnmappedValue(ValueError):
     """A value a mapping table has no entry for (reason ``unmapped_value:<table>``)."""
@@ -34,7 +36,7 @@ DEFAULT_ENTRY = "*"
 
 class MappingFunctions(jmespath.functions.Functions):
     """Standard JMESPath plus ``lower``, ``upper``, ``last_segment``, ``seconds_to_ms``,
-    ``epoch_ms``, ``from_json`` and ``lookup`` (docs/platforms.md, "Writing a mapping")."""
+    ``epoch_ms``, ``epoch_seconds``, ``from_json`` and ``lookup`` (docs/platforms.md, "Writing a mapping")."""
 
     def __init__(self, tables: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         super().__init__()
@@ -80,6 +82,20 @@ class MappingFunctions(jmespath.functions.Functions):
         else:
             number = value
         return round(number * 1000) if abs(number) < 1e11 else round(number)
+
+    @signature({"types": ["number", "string", "null"]})
+    def _func_epoch_seconds(self, value: float | str | None) -> int | None:
+        """Whole epoch seconds of a vendor time (ISO-8601 text, or seconds / milliseconds as
+        :meth:`_func_epoch_ms` tells them apart): for event ids built from a time that two
+        sources write with different precision (Amazon Connect's events carry milliseconds,
+        its contact records whole seconds). Null when it is not a time."""
+        ms = self._func_epoch_ms(value)
+        if isinstance(ms, str):
+            try:
+                ms = parse_event_time_ms(ms)
+            except (ValueError, OverflowError):
+                return None
+        return None if ms is None else ms // 1000
 
     @signature({"types": ["string", "null"]})
     def _func_from_json(self, text: str | None) -> Any:

@@ -312,17 +312,20 @@ class Mapping:
         """Every contract event of one payload, validated; or a :class:`TranslationError`.
 
         A recognised record no rule matches (an event type cxstream does not use, such as
-        Amazon Connect's ``CONTACT_DATA_UPDATED``) maps to nothing, which is not an error.
+        Amazon Connect's ``CONTACT_DATA_UPDATED``) maps to nothing, which is not an error. In
+        a batch, records of other kinds (a Twilio Event Streams sink also subscribed to voice
+        events) are skipped, as long as one record is this vendor's.
         """
         records = self.records(payload)
         if not records:
             raise TranslationError("unrecognized_payload", f"no {self.spec.title} in the payload")
+        mine = [r for r in records if isinstance(r, dict) and self._search(self._recognize, r)]
+        if not mine:
+            raise TranslationError(
+                "unrecognized_payload", f"this is no {self.spec.title} (format {self.format})"
+            )
         out: list[Translated] = []
-        for record in records:
-            if not isinstance(record, dict) or not self._search(self._recognize, record):
-                raise TranslationError(
-                    "unrecognized_payload", f"this is no {self.spec.title} (format {self.format})"
-                )
+        for record in mine:
             for rule, when, id_expression, fields in self._rules:
                 if self._search(when, record):
                     event = self._event(rule, id_expression, fields, record)

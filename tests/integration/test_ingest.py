@@ -196,6 +196,7 @@ def test_two_platforms_through_the_ingest_server_give_the_expected_kpis(
 
         metrics = httpx.get(ingest.url + "/metrics").text
         assert 'cx_ingest_requests_total{format="twilio-taskrouter",status="401"} 1.0' in metrics
+        assert "cx_ingest_broker_up 1.0" in metrics
     finally:
         ingest.stop()
         worker.stop()

@@ -157,6 +157,16 @@ def test_bad_payloads_have_a_reason(fmt: str, payload: bytes, reason: str) -> No
     assert caught.value.reason == reason
 
 
+def test_a_batch_skips_records_of_other_kinds_but_not_all() -> None:
+    batch = orjson.loads((FIXTURES / "twilio-taskrouter/transferred.jsonl").read_bytes().splitlines()[0])
+    voice = {"specversion": "1.0", "type": "com.twilio.voice.status-callback.call.ringing", "data": {}}
+    mapping = load_format("twilio-taskrouter").mapping
+    assert len(mapping.translate([*batch, voice], NOW)) == len(mapping.translate(batch, NOW)) == 2
+    with pytest.raises(TranslationError) as caught:
+        mapping.translate([voice], NOW)
+    assert caught.value.reason == "unrecognized_payload"
+
+
 def test_a_json_only_format_refuses_a_form_body() -> None:
     with pytest.raises(TranslationError) as caught:
         load_format("intercom").mapping.translate_body(b"a=1", NOW, "application/x-www-form-urlencoded")
@@ -186,6 +196,8 @@ def test_functions() -> None:
     assert f._func_epoch_ms("1764496800000") == 1764496800000
     assert f._func_epoch_ms("2026-11-30T10:00:00Z") == "2026-11-30T10:00:00Z"
     assert f._func_seconds_to_ms("12.5") == 12500
+    assert f._func_epoch_seconds("2026-11-30T10:10:04.345Z") == f._func_epoch_seconds("2026-11-30T10:10:04Z")
+    assert f._func_epoch_seconds(1764496800123) == 1764496800 and f._func_epoch_seconds("soon") is None
     assert f._func_from_json("{bad") is None and f._func_from_json('{"a": 1}') == {"a": 1}
     assert f._func_lookup("channel", "A") == "voice" and f._func_lookup("channel", "Z") == "web"
 
