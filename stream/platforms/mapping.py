@@ -6,7 +6,7 @@ platforms, any path for an in-house one), not code::
     format: my-platform
     title: My in-house ACD
     id_prefix: acd                    # event ids: acd:<vendor ids>:<step>
-    recognize: "event && call_id"     # true for every record of this vendor
+    recognize: "event && call_id"     # true for this vendor's records (others are skipped)
     inputs:                           # where the records are (first matching input wins)
       - {when: "type(@) == 'array'", records: "@"}
       - {records: "[@]"}
@@ -46,7 +46,6 @@ event): where a vendor cannot provide what the contract requires (a customer id 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -293,7 +292,7 @@ class Mapping:
             return expression.search(record, self._options)
         except UnmappedValue as exc:
             raise TranslationError(f"unmapped_value:{exc.table}", str(exc)[:200]) from None
-        except jmespath.exceptions.JMESPathError as exc:
+        except (jmespath.exceptions.JMESPathError, ValueError, TypeError) as exc:
             raise TranslationError("invalid_payload", str(exc).replace("\n", " ")[:200]) from None
         except RecursionError:
             raise TranslationError("invalid_payload", "payload nested too deeply") from None
@@ -371,10 +370,3 @@ class Mapping:
             )
         key = event["agent_id"] if topic == "agents" else event["contact_id"]
         return Translated(topic=topic, key=str(key), value=value, event=event)
-
-
-def translate_lines(mapping: Mapping, lines: Iterable[bytes], now_ms: int) -> Iterable[list[Translated]]:
-    """Translate a JSON-lines (or form-lines) stream, one payload per non-blank line."""
-    for line in lines:
-        if line.strip():
-            yield mapping.translate_body(line.strip(), now_ms)
