@@ -201,6 +201,7 @@ def run(args: argparse.Namespace) -> int:
         overrides["broker"] = args.broker
     settings = load_settings(**overrides)
     install_log_redaction(settings)
+    kafka_client_kwargs(settings)  # bad TLS / SASL settings stop here, not in the background
     platforms = load_platforms(mapping_files(settings), max_label_length=settings.max_label_length)
     bridge = Bridge(settings, parse_sources(settings, platforms))
 

@@ -33,7 +33,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from stream.config.security import install_log_redaction
+from stream.config.security import install_log_redaction, kafka_client_kwargs
 from stream.config.settings import Settings, load_settings
 from stream.domain.metrics_catalog import INGEST_METRICS
 from stream.domain.processor import DeadLetter
@@ -219,6 +219,7 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings(**overrides)
     install_log_redaction(settings)
     require_credentials(settings)
+    kafka_client_kwargs(settings)  # bad TLS / SASL settings stop here, not in the background
     load_platforms(mapping_files(settings))  # a bad mapping file stops here, before binding
 
     run_until_signalled(lambda stop: serve(settings, stop))
