@@ -123,12 +123,11 @@ def cmd_config(args: argparse.Namespace) -> int:
     the platform mapping files and the bridge's sources)."""
     from stream.config.queues import load_queue_targets
     from stream.ingest.bridge import parse_sources
-    from stream.ingest.server import mapping_files
-    from stream.platforms.registry import load_platforms
+    from stream.platforms.registry import configured_platforms
 
     settings = _settings(args)
     load_queue_targets(settings)
-    platforms = load_platforms(mapping_files(settings), max_label_length=settings.max_label_length)
+    platforms = configured_platforms(settings)
     if settings.bridge_sources:
         parse_sources(settings, platforms)
     for name, value in settings.model_dump().items():

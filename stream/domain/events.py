@@ -70,6 +70,8 @@ CesScale = Literal["agree_1_7", "effort_1_5"]
 HandleSeconds = Annotated[float, msgspec.Meta(ge=0, lt=1e7)]
 
 if TYPE_CHECKING:
+    from stream.config.settings import Settings
+
     #: Epoch milliseconds once validated (what the pipeline reads).
     WireTime = int
     #: A CES scale once validated; None on CSAT and NPS.
@@ -305,6 +307,15 @@ class EventValidator:
     def __init__(self, *, max_label_length: int = 64, max_future_skew_ms: int = 300_000) -> None:
         self.max_label_length = max_label_length
         self.max_future_skew_ms = max_future_skew_ms
+
+    @classmethod
+    def for_settings(cls, settings: "Settings") -> "EventValidator":
+        """The limits of ``CXSTREAM_MAX_LABEL_LENGTH`` and ``CXSTREAM_MAX_FUTURE_SKEW``: one
+        validator for the worker and for everything that translates into its input."""
+        return cls(
+            max_label_length=settings.max_label_length,
+            max_future_skew_ms=int(settings.max_future_skew * 1000),
+        )
 
     def _checked(self, event: Interaction | Survey | AgentState, now_ms: int) -> Rejection | None:
         """What the types cannot say: the timestamp against now, the configured label length."""

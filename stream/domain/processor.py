@@ -146,10 +146,7 @@ class Processor:
         self.settings = settings
         #: Re-keyed starts of the batch being applied (returned in its BatchOutcome).
         self._forwards: list[tuple[str, bytes]] = []
-        self.validator = EventValidator(
-            max_label_length=settings.max_label_length,
-            max_future_skew_ms=int(settings.max_future_skew * 1000),
-        )
+        self.validator = EventValidator.for_settings(settings)
         self.topic_kind = {
             settings.topic_interactions: INTERACTIONS,
             settings.topic_surveys: SURVEYS,

@@ -28,9 +28,8 @@ from stream.config.settings import Settings, SettingsError, load_settings
 from stream.domain.processor import DeadLetter
 from stream.ingest.delivery import BrokerUnavailable, Delivery
 from stream.ingest.process import run_until_signalled
-from stream.ingest.server import mapping_files
 from stream.platforms.mapping import Translated, TranslationError
-from stream.platforms.registry import Platform, load_platforms
+from stream.platforms.registry import Platform, configured_platforms
 
 log = logging.getLogger(__name__)
 
@@ -202,8 +201,7 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings(**overrides)
     install_log_redaction(settings)
     kafka_client_kwargs(settings)  # bad TLS / SASL settings stop here, not in the background
-    platforms = load_platforms(mapping_files(settings), max_label_length=settings.max_label_length)
-    bridge = Bridge(settings, parse_sources(settings, platforms))
+    bridge = Bridge(settings, parse_sources(settings, configured_platforms(settings)))
 
     run_until_signalled(bridge.run)
     return 0

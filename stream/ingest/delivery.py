@@ -28,7 +28,7 @@ from stream.config.retry import Backoff
 from stream.config.security import kafka_client_kwargs
 from stream.config.settings import Settings
 from stream.domain.processor import DeadLetter
-from stream.platforms.mapping import Topic, Translated
+from stream.platforms.mapping import Topic, Translated, input_topics
 
 log = logging.getLogger(__name__)
 
@@ -44,18 +44,12 @@ class Delivery:
 
     def __init__(self, settings: Settings, *, client_id: str = "cxstream-ingest") -> None:
         self.settings = settings
-        self.topics: dict[Topic, str] = {
-            "interactions": settings.topic_interactions,
-            "surveys": settings.topic_surveys,
-            "agents": settings.topic_agents,
-        }
+        self.topics: dict[Topic, str] = input_topics(settings)
         self._client_id = client_id
         self._producer: AIOKafkaProducer | None = None
         self._connector: asyncio.Task[None] | None = None
-        self._stopping = False
         #: False after a send failed, until one succeeds (for /healthz).
         self.healthy = False
-        self.sent_events = 0
 
     # -- lifecycle -------------------------------------------------------------
     async def start(self) -> None:
@@ -64,7 +58,7 @@ class Delivery:
 
     async def _connect(self) -> None:
         failures = 0
-        while not self._stopping:
+        while True:  # until connected, or cancelled by stop()
             producer = AIOKafkaProducer(
                 bootstrap_servers=self.settings.bootstrap_servers,
                 client_id=self._client_id,
@@ -95,7 +89,6 @@ class Delivery:
 
     async def stop(self) -> None:
         """Flush and close."""
-        self._stopping = True
         if self._connector is not None:
             self._connector.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -146,4 +139,3 @@ class Delivery:
             self.healthy = False
             raise BrokerUnavailable(f"the broker did not acknowledge: {type(exc).__name__}: {exc}") from None
         self.healthy = True
-        self.sent_events += len(events)

@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -41,7 +40,7 @@ from stream.ingest.auth import refusal, require_credentials
 from stream.ingest.delivery import BrokerUnavailable, Delivery
 from stream.ingest.process import run_until_signalled
 from stream.platforms.mapping import TranslationError
-from stream.platforms.registry import Platform, load_platforms
+from stream.platforms.registry import Platform, configured_platforms
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +52,6 @@ JSON_TYPES = frozenset(
 FORM_TYPE = "application/x-www-form-urlencoded"
 RETRY_AFTER_S = 5
 WARN_EVERY_S = 10.0
-
-
-def mapping_files(settings: Settings) -> list[Path]:
-    """``CXSTREAM_INGEST_MAPPINGS`` as paths."""
-    return [Path(p.strip()) for p in settings.ingest_mappings.split(",") if p.strip()]
 
 
 class IngestMetrics:
@@ -184,9 +178,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--broker", help="Kafka bootstrap (CXSTREAM_BROKER)")
 
 
-async def serve(settings: Settings, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+async def serve(settings: Settings, platforms: dict[str, Platform], stop: asyncio.Event) -> None:
     """Run the server until ``stop`` is set."""
-    platforms = load_platforms(mapping_files(settings), max_label_length=settings.max_label_length)
     delivery = Delivery(settings)
     await delivery.start()
     server = IngestServer(settings, platforms, delivery)
@@ -200,8 +193,6 @@ async def serve(settings: Settings, stop: asyncio.Event, ready: asyncio.Event | 
         settings.ingest_port,
         ", ".join(platforms),
     )
-    if ready is not None:
-        ready.set()
     try:
         await stop.wait()
     finally:
@@ -220,7 +211,7 @@ def run(args: argparse.Namespace) -> int:
     install_log_redaction(settings)
     require_credentials(settings)
     kafka_client_kwargs(settings)  # bad TLS / SASL settings stop here, not in the background
-    load_platforms(mapping_files(settings))  # a bad mapping file stops here, before binding
+    platforms = configured_platforms(settings)  # a bad mapping file stops here, before binding
 
-    run_until_signalled(lambda stop: serve(settings, stop))
+    run_until_signalled(lambda stop: serve(settings, platforms, stop))
     return 0

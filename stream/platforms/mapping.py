@@ -1,27 +1,12 @@
 """Declarative platform mappings: a vendor payload in, contract events out.
 
 A mapping is data (a YAML file, ``stream/platforms/mappings/<format>.yml`` for the shipped
-platforms, any path for an in-house one), not code::
-
-    format: my-platform
-    title: My in-house ACD
-    id_prefix: acd                    # event ids: acd:<vendor ids>:<step>
-    recognize: "event && call_id"     # true for this vendor's records (others are skipped)
-    inputs:                           # where the records are (first matching input wins)
-      - {when: "type(@) == 'array'", records: "@"}
-      - {records: "[@]"}
-    tables:
-      channel: {PHONE: voice, CHAT: chat}
-    rules:                            # every rule whose `when` holds emits one event
-      - event: contact_queued
-        step: queued
-        when: "event == 'enqueued'"
-        id: "call_id"
-        fields:
-          contact_id: "call_id"
-          timestamp: "seconds_to_ms(at)"
-          queue: "queue_name"
-          channel: "lookup('channel', media)"
+platforms, any path for an in-house one), not code; docs/platforms.md ("Writing a mapping
+for your own platform") shows a whole one, and the unit tests load that example. It names
+the vendor (``format``, ``title``, ``id_prefix``), how to tell its records (``recognize``)
+and find them in a payload (``inputs``: envelopes unwrapped, batches split), value
+``tables``, and ``rules``: every rule whose ``when`` holds for a record emits one contract
+event (``event``) with its ``fields``.
 
 Every ``when``, ``id`` and field is a JMESPath expression over one record (literals are
 quoted: ``'voice'``), with the functions of :mod:`stream.platforms.functions`. A field that
@@ -58,7 +43,7 @@ import orjson
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from stream.config.settings import SettingsError
+from stream.config.settings import Settings, SettingsError
 from stream.domain import events as ev
 from stream.platforms.functions import MappingFunctions, UnmappedValue
 
@@ -80,6 +65,15 @@ _NOT_TEXT: Final = frozenset({"timestamp", "resolved", "handle_seconds", "score"
 #: Fields the engine sets itself.
 _ENGINE_FIELDS: Final = frozenset({"event_id", "type", "metric"})
 _NAME = r"^[a-z0-9][a-z0-9_.-]*$"
+
+
+def input_topics(settings: Settings) -> dict[Topic, str]:
+    """The configured topic of each kind of translated event."""
+    return {
+        "interactions": settings.topic_interactions,
+        "surveys": settings.topic_surveys,
+        "agents": settings.topic_agents,
+    }
 
 
 def topic_of(kind: str) -> Topic:
@@ -243,7 +237,7 @@ def _id_part(value: Any) -> str:
 class Mapping:
     """A compiled mapping: :meth:`translate` one decoded payload, :meth:`translate_body` bytes."""
 
-    def __init__(self, spec: MappingSpec, *, max_label_length: int = 64) -> None:
+    def __init__(self, spec: MappingSpec, *, validator: ev.EventValidator | None = None) -> None:
         self.spec = spec
         self.format = spec.format
         self._options = jmespath.Options(custom_functions=MappingFunctions(spec.tables))
@@ -258,7 +252,8 @@ class Mapping:
             )
             for rule in spec.rules
         ]
-        self._validator = ev.EventValidator(max_label_length=max_label_length, max_future_skew_ms=300_000)
+        #: The worker's own checks (its settings' label length and future skew).
+        self._validator = validator or ev.EventValidator()
 
     # -- decoding ----------------------------------------------------------------
     def decode(self, body: bytes, content_type: str | None = None) -> Any:

@@ -26,7 +26,8 @@ from typing import BinaryIO
 import orjson
 
 from stream.config.settings import load_settings
-from stream.platforms.mapping import MappingFileError, Translated, TranslationError
+from stream.domain.events import EventValidator
+from stream.platforms.mapping import MappingFileError, Topic, Translated, TranslationError, input_topics
 from stream.platforms.registry import FORMATS, Platform, load_format, load_mapping_file
 
 
@@ -82,15 +83,15 @@ def _numbered(lines: Iterable[bytes], first: int) -> Iterator[tuple[int, bytes]]
             yield number, line.strip()
 
 
-def _platform(args: argparse.Namespace) -> Platform:
+def _platform(args: argparse.Namespace, validator: EventValidator) -> Platform:
     if args.mapping is not None:
-        platform = load_mapping_file(args.mapping)
+        platform = load_mapping_file(args.mapping, validator=validator)
         if args.format not in (None, platform.format):
             raise MappingFileError(f"--from {args.format} but {args.mapping} maps format {platform.format!r}")
         return platform
     if args.format is None:
         raise MappingFileError("say which format the payloads are in: --from FORMAT (see --list)")
-    return load_format(args.format)
+    return load_format(args.format, validator=validator)
 
 
 def _open(args: argparse.Namespace) -> BinaryIO:
@@ -105,8 +106,9 @@ def run(args: argparse.Namespace) -> int:
         for name, auth in FORMATS.items():
             print(f"{name}\t(webhook authentication: {auth})")
         return 0
+    settings = load_settings()
     try:
-        platform = _platform(args)
+        platform = _platform(args, EventValidator.for_settings(settings))
     except MappingFileError as exc:
         print(f"cxstream translate: {exc}", file=sys.stderr)
         return 2
@@ -115,12 +117,7 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"cxstream translate: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
         return 2
-    settings = load_settings()
-    topics = {
-        "interactions": settings.topic_interactions,
-        "surveys": settings.topic_surveys,
-        "agents": settings.topic_agents,
-    }
+    topics = input_topics(settings)
     now_ms = int(time.time() * 1000)
     failed = 0
     out = sys.stdout.buffer
@@ -135,12 +132,14 @@ def run(args: argparse.Namespace) -> int:
         for event in events:
             out.write(_line(event, topics if args.records else None))
     out.flush()
+    if args.file is not None:
+        source.close()
     if failed:
         print(f"cxstream translate: {failed} payload(s) not translated", file=sys.stderr)
     return 1 if failed else 0
 
 
-def _line(event: Translated, topics: dict[str, str] | None) -> bytes:
+def _line(event: Translated, topics: dict[Topic, str] | None) -> bytes:
     if topics is None:
         return event.value + b"\n"
     record = {"topic": topics[event.topic], "key": event.key, "value": event.event}
