@@ -123,8 +123,11 @@ async def create_topics(bootstrap: str, names: Sequence[str], partitions: int) -
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
+    # retention.ms stated explicitly: tansu reports no default topic configs, and Quix
+    # Streams derives its repartition topic's config from the input topics' retention.
+    configs = {"retention.ms": "-1"}
     try:
-        await admin.create_topics([NewTopic(n, partitions, 1) for n in names])
+        await admin.create_topics([NewTopic(n, partitions, 1, topic_configs=configs) for n in names])
     finally:
         await admin.close()
 
