@@ -179,8 +179,22 @@ class Settings(BaseSettings):
     fetch_max_wait: Duration = Field(
         "100ms",
         validate_default=True,
-        description="Longest a consumer fetch waits for data (Faust hard-codes 1.5s). Kafka answers "
-        "as soon as data arrives; tansu holds every fetch for the full wait, so this bounds latency there.",
+        description="Longest a consumer fetch waits for data while traffic is at or above "
+        "CXSTREAM_FETCH_IDLE_RATE (Faust hard-codes 1.5s). Kafka answers as soon as data arrives; "
+        "tansu holds every fetch for the full wait, so this bounds latency there.",
+    )
+    fetch_max_wait_idle: Duration = Field(
+        "500ms",
+        validate_default=True,
+        description="The fetch long-poll below CXSTREAM_FETCH_IDLE_RATE (and up to 256 KiB of data "
+        "asked for before Kafka answers): a quiet worker asks twice a second instead of ten times, "
+        "and its latency grows by at most the difference. Same as CXSTREAM_FETCH_MAX_WAIT: no pacing.",
+    )
+    fetch_idle_rate: float = Field(
+        1000.0,
+        ge=0,
+        description="Input events/s below which the worker uses CXSTREAM_FETCH_MAX_WAIT_IDLE "
+        "(measured over the last second of fetches); 0: always CXSTREAM_FETCH_MAX_WAIT.",
     )
 
     # --- high-effort signals (repeat contacts, channel switches) -----------

@@ -15,6 +15,7 @@ keys, so they decode unchanged (:func:`contact_from_changelog`).
 
 from __future__ import annotations
 
+from sys import intern
 from typing import Any, Final
 
 import msgspec
@@ -143,7 +144,16 @@ start_decoder: Final = msgspec.json.Decoder(ContactStart)
 def contact_from_changelog(payload: Any) -> Contact:
     """A contact as the changelog holds it (also as written before the typed records, whose
     ``en`` was ``1``: not strict about that)."""
-    return msgspec.convert(payload, Contact, strict=False)
+    contact = msgspec.convert(payload, Contact, strict=False)
+    for name in _CONTACT_LABELS:
+        value = getattr(contact, name)
+        if value is not None:
+            setattr(contact, name, intern(value))
+    return contact
+
+
+#: Contact fields shared by many contacts, interned like the live pipeline does.
+_CONTACT_LABELS: Final = ("queue", "channel", "agent", "team", "reason", "to_queue")
 
 
 def agent_from_changelog(payload: Any) -> AgentRecord:
@@ -153,4 +163,11 @@ def agent_from_changelog(payload: Any) -> AgentRecord:
 
 def history_from_changelog(payload: Any) -> History:
     """A customer's history as the changelog (or the RocksDB store) holds it."""
-    return msgspec.convert(payload, History)
+    history = msgspec.convert(payload, History)
+    for entry in history:
+        entry.channel, entry.dim = intern(entry.channel), intern(entry.dim)
+        if entry.reason is not None:
+            entry.reason = intern(entry.reason)
+        if entry.previous_channel is not None:
+            entry.previous_channel = intern(entry.previous_channel)
+    return history

@@ -112,6 +112,8 @@ class PartitionState:
     watermark_ms: int = 0
     #: Bumped per bucket-hour on change, so window readers can cache hourly sums.
     hour_versions: dict[int, int] = field(default_factory=dict)
+    #: The same per quarter hour (stream.query.windows.BLOCK), for the hours still filling.
+    block_versions: dict[int, int] = field(default_factory=dict)
     #: Bumped with any hour version: window readers cache a partition's totals until it moves.
     buckets_version: int = 0
     #: label -> the values this partition exports under their own name, in the order it
@@ -150,6 +152,8 @@ class PartitionState:
         """Invalidate cached sums that include this bucket (its hour's, and the partition's)."""
         hour = bucket_start - bucket_start % 3600
         self.hour_versions[hour] = self.hour_versions.get(hour, 0) + 1
+        block = bucket_start - bucket_start % 900
+        self.block_versions[block] = self.block_versions.get(block, 0) + 1
         self.buckets_version += 1
 
     def admit_label(self, label: str, value: str, cap: int) -> bool:

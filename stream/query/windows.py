@@ -7,7 +7,10 @@ event stamped 10:00:07 is in it until 10:15:00, when the window moves on.
 
 Summing 1,440 one-minute buckets per scrape for a 24h window is too slow in
 Python, so whole hours are summed once and cached until one of their buckets
-changes (:attr:`PartitionState.hour_versions`). And one partition's window totals
+changes (:attr:`PartitionState.hour_versions`), and so are whole quarter hours
+(:data:`BLOCK`, :attr:`PartitionState.block_versions`) of the hours a window only
+partly covers: live traffic changes the current minute, so a read re-sums only the
+minutes of the current quarter hour and caches the rest. And one partition's window totals
 are computed once per bucket of "now" and state version, whoever asks: /metrics,
 the interval metrics, the partition views and the alert evaluator all read the same
 cached totals instead of summing the buckets four times a tick.
@@ -24,6 +27,8 @@ from stream.domain.kpi import Counts, add_into, zero_counts
 from stream.domain.state import PartitionState
 
 HOUR = 3600
+#: Quarter hours, the cache unit inside an hour: the settings make every bucket size divide it.
+BLOCK = 900
 WindowTotals = dict[str, dict[str, Counts]]  # window label -> dimension key -> counts
 
 
@@ -38,6 +43,7 @@ class WindowReader:
         self.zone = zone
         self.longest_s = max(seconds for _, seconds in windows)
         self._hours: dict[tuple[int, int, int], tuple[int, dict[str, Counts]]] = {}
+        self._blocks: dict[tuple[int, int, int], tuple[int, dict[str, Counts]]] = {}
         #: (generation, partition) -> ((state version, bucket of now), that partition's totals)
         self._partitions: dict[tuple[int, int], tuple[tuple[int, int], WindowTotals]] = {}
 
@@ -97,50 +103,68 @@ class WindowReader:
 
     # -- internals ----------------------------------------------------------------
     def _add_range(self, state: PartitionState, first: int, last: int, totals: dict[str, Counts]) -> None:
-        buckets = state.buckets
-        if not buckets:
+        """Buckets ``first`` .. ``last``: cached whole hours, then cached whole quarter hours."""
+        if not state.buckets:
             return
         hour = first - first % HOUR
         while hour <= last:
             if hour >= first and hour + HOUR - 1 <= last:
-                for dim, counts in self._hour_sum(state, hour).items():
-                    _accumulate(totals, dim, counts)
+                self._add_cached(state, hour, HOUR, state.hour_versions, self._hours, totals)
             else:
-                start = max(hour, first)
-                start += (-start) % self.bucket_s
-                for bucket_start in range(start, min(hour + HOUR - 1, last) + 1, self.bucket_s):
-                    dims = buckets.get(bucket_start)
-                    if dims:
-                        for dim, counts in dims.items():
-                            _accumulate(totals, dim, counts)
+                end = min(hour + HOUR - 1, last)
+                block = max(hour, first) - max(hour, first) % BLOCK
+                while block <= end:
+                    if block >= first and block + BLOCK - 1 <= end:
+                        self._add_cached(state, block, BLOCK, state.block_versions, self._blocks, totals)
+                    else:
+                        self._sum_buckets(state, max(block, first), min(block + BLOCK - 1, end) + 1, totals)
+                    block += BLOCK
             hour += HOUR
 
-    def _hour_sum(self, state: PartitionState, hour: int) -> dict[str, Counts]:
-        version = state.hour_versions.get(hour, 0)
-        cache_key = (state.generation, state.partition, hour)
-        cached = self._hours.get(cache_key)
+    def _add_cached(
+        self,
+        state: PartitionState,
+        start: int,
+        length: int,
+        versions: dict[int, int],
+        cache: dict[tuple[int, int, int], tuple[int, dict[str, Counts]]],
+        totals: dict[str, Counts],
+    ) -> None:
+        """Add the sums of the buckets in [start, start + length), cached until their version moves."""
+        version = versions.get(start, 0)
+        cache_key = (state.generation, state.partition, start)
+        cached = cache.get(cache_key)
         if cached is not None and cached[0] == version:
-            return cached[1]
-        sums: dict[str, Counts] = {}
+            sums = cached[1]
+        else:
+            sums = self._sum_buckets(state, start, start + length, {})
+            # bucket_counts bumps the versions only when a bucket first turns dirty, so a
+            # bucket still dirty (batch not yet committed) may change again without a
+            # bump: never cache a range holding one.
+            dirty = state.dirty_buckets
+            if not dirty or not any(start <= b < start + length for b in dirty):
+                cache[cache_key] = (version, sums)
+        for dim, counts in sums.items():
+            _accumulate(totals, dim, counts)
+
+    def _sum_buckets(
+        self, state: PartitionState, start: int, end: int, sums: dict[str, Counts]
+    ) -> dict[str, Counts]:
+        """Add the buckets starting in [start, end) into ``sums``."""
         buckets = state.buckets
-        for bucket_start in range(hour + (-hour) % self.bucket_s, hour + HOUR, self.bucket_s):
+        for bucket_start in range(start + (-start) % self.bucket_s, end, self.bucket_s):
             dims = buckets.get(bucket_start)
             if dims:
                 for dim, counts in dims.items():
                     _accumulate(sums, dim, counts)
-        # bucket_counts bumps the hour's version only when a bucket first turns dirty, so a
-        # bucket still dirty (batch not yet committed) may change again without a bump:
-        # never cache an hour holding one.
-        dirty = state.dirty_buckets
-        if not dirty or not any(hour <= b < hour + HOUR for b in dirty):
-            self._hours[cache_key] = (version, sums)
         return sums
 
     def _forget_old_hours(self, now_ms: int) -> None:
         oldest = now_ms // 1000 - self.longest_s - 2 * HOUR
-        if len(self._hours) > 64:
-            for key in [k for k in self._hours if k[2] < oldest]:
-                del self._hours[key]
+        for cache in (self._hours, self._blocks):
+            if len(cache) > 64:
+                for key in [k for k in cache if k[2] < oldest]:
+                    del cache[key]
         if len(self._partitions) > 4096:  # partitions that moved away, or old generations
             self._partitions.clear()
 

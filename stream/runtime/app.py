@@ -104,6 +104,8 @@ def create_app(settings: Settings) -> CxStream:
     """Build the Faust app, its table, agent, timer and web pages from settings."""
     app = CxApp(settings.app_id, **faust_config(settings))
     app.fetch_max_wait_ms = int(settings.fetch_max_wait * 1000)
+    app.fetch_max_wait_idle_ms = int(settings.fetch_max_wait_idle * 1000)
+    app.fetch_idle_rate = settings.fetch_idle_rate
     app.tansu_compat = settings.tansu_compat
     if settings.tansu_compat:
         log.info(

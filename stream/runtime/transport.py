@@ -18,7 +18,9 @@ inside Faust's own contracts (offset tracking, commits, rebalances, recovery):
    them, so a commit never gets ahead of the state it covers.
 3. The consumer's fetch long-poll (Faust hard-codes 1.5 s) is a setting: Kafka
    answers a fetch as soon as data arrives, but tansu holds it for the full wait,
-   which adds up to 1.5 s of latency per hop there.
+   which adds up to 1.5 s of latency per hop there. Below a set input rate it is
+   lengthened (:mod:`stream.runtime.fetch_pacing`), so a quiet worker does not spend
+   its CPU on fetch rounds.
 
 The consumer overrides Faust internals (``_drain_messages``, ``ack``), so
 pyproject.toml pins faust-streaming to the 0.15 series this was written against.
@@ -30,6 +32,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from typing import Any, cast
 
@@ -39,6 +42,8 @@ from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 
+from stream.runtime.fetch_pacing import FetchPacer
+
 log = logging.getLogger(__name__)
 
 #: Faust's hard-coded fetch long-poll, kept when the setting is absent.
@@ -47,6 +52,9 @@ FAUST_FETCH_MAX_WAIT_MS = 1500
 _ACK_LOCK: Any = getattr(base_consumer, "ack_lock", None) or contextlib.nullcontext()
 #: Largest producer batch: below Kafka's default message.max.bytes (1 MiB + overhead).
 MAX_BATCH_BYTES = 1_000_000
+#: fetch.min.bytes with the idle long-poll: Kafka then answers a quiet consumer when the
+#: wait is over (or this much data is there) instead of as soon as one record arrives.
+IDLE_FETCH_MIN_BYTES = 256 * 1024
 
 
 class RecordChunk(list):  # type: ignore[type-arg]
@@ -64,6 +72,9 @@ class CxApp(faust.App):
 
     chunked_topics: frozenset[str] = frozenset()
     fetch_max_wait_ms: int = FAUST_FETCH_MAX_WAIT_MS
+    #: The long-poll below ``fetch_idle_rate`` events/s (stream.runtime.fetch_pacing); 0: none.
+    fetch_max_wait_idle_ms: int = 0
+    fetch_idle_rate: float = 0.0
     #: Read recovery end offsets the tansu way (stream.runtime.tansu_compat); never on Apache Kafka.
     tansu_compat: bool = False
 
@@ -87,6 +98,17 @@ class TunedConsumerThread(driver.AIOKafkaConsumerThread):
         # Read by AIOKafkaConsumer.start() when it builds its fetcher.
         consumer._fetch_max_wait_ms = getattr(self.app, "fetch_max_wait_ms", FAUST_FETCH_MAX_WAIT_MS)
         return consumer
+
+    def set_fetch_wait(self, wait_ms: int, min_bytes: int) -> None:
+        """Change the long-poll of the next fetch requests (the fetcher reads both per request).
+
+        Called from the worker's main thread: two int attributes the consumer thread reads.
+        """
+        consumer = getattr(self, "_consumer", None)
+        fetcher = getattr(consumer, "_fetcher", None)
+        if fetcher is not None:
+            fetcher._fetch_max_wait_ms = wait_ms
+            fetcher._fetch_min_bytes = min_bytes
 
     async def _highwaters(self, partitions: list[TP]) -> Any:
         """Recovery's end offsets; on tansu read forward past its ListOffsets answer (tansu_compat)."""
@@ -137,9 +159,20 @@ class ChunkedConsumer(driver.Consumer):
         chunked_topics: frozenset[str] = getattr(self.app, "chunked_topics", frozenset())
         to_message = self._to_message
         track_end_offset = self.app.monitor.track_tp_end_offset
+        pacer = self._fetch_pacer()
+        applied_wait = getattr(self.app, "fetch_max_wait_ms", FAUST_FETCH_MAX_WAIT_MS)
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 records, active = await self._wait_next_records(1.0)
+                if pacer is not None:
+                    fetched_n = sum(map(len, records.values())) if records else 0
+                    wait = pacer.observe(time.monotonic(), fetched_n)
+                    if wait != applied_wait:
+                        idle = wait > pacer.busy_wait_ms
+                        cast(TunedConsumerThread, self._thread).set_fetch_wait(
+                            wait, IDLE_FETCH_MIN_BYTES if idle else 1
+                        )
+                        applied_wait = wait
                 await self.sleep(0)
                 if not records or self.should_stop or not self.flow_active:
                     continue
@@ -177,6 +210,14 @@ class ChunkedConsumer(driver.Consumer):
         except Exception as exc:
             self.log.exception("Drain messages raised: %r", exc)
             raise
+
+    def _fetch_pacer(self) -> FetchPacer | None:
+        idle_ms = getattr(self.app, "fetch_max_wait_idle_ms", 0)
+        busy_ms = getattr(self.app, "fetch_max_wait_ms", FAUST_FETCH_MAX_WAIT_MS)
+        rate = getattr(self.app, "fetch_idle_rate", 0.0)
+        if not isinstance(self._thread, TunedConsumerThread) or rate <= 0 or idle_ms <= busy_ms:
+            return None
+        return FetchPacer(busy_ms, idle_ms, rate)
 
     async def _deliver(self, delivery: Any) -> None:
         if self._commit_every is not None and self._n_acked >= self._commit_every:

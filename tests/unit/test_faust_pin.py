@@ -73,4 +73,11 @@ def test_private_attributes_the_transport_uses_still_exist() -> None:
     for attribute in ("_committed_offset", "_acked_index", "_acked", "_n_acked", "_read_offset"):
         assert f"self.{attribute}: " in consumer or f"self.{attribute} = " in consumer, attribute
     assert "self._fetch_max_wait_ms" in inspect.getsource(AIOKafkaConsumer.__init__)
+    # stream.runtime.fetch_pacing: the fetcher reads both for every fetch request it builds.
+    from aiokafka.consumer.fetcher import Fetcher
+
+    for attribute in ("_fetch_max_wait_ms", "_fetch_min_bytes"):
+        assert f"self.{attribute} = " in inspect.getsource(Fetcher.__init__), attribute
+        assert f"self.{attribute}," in inspect.getsource(Fetcher._get_actions_per_node), attribute
+    assert "self._consumer = self._create_consumer(" in inspect.getsource(faust_driver.AIOKafkaConsumerThread)
     assert hasattr(faust_driver, "credentials_to_aiokafka_auth")

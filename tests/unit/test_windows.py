@@ -295,3 +295,22 @@ def test_a_partitions_totals_are_computed_once_per_bucket_and_state_version() ->
     again = reader.read_partition(state, at(10, 10))
     assert again is not first and again["15m"][DIM][kpi.CONTACTS] == 3
     assert reader.read_partition(state, at(10, 11)) is not again  # the window moved on
+
+
+def test_quarter_hours_of_the_current_hour_are_cached_and_invalidated() -> None:
+    """Live traffic changes the current minute: earlier quarter hours are not re-summed."""
+    state = PartitionState(0)
+    add(state, at(10, 5))  # 10:00-10:14 quarter
+    add(state, at(10, 20))  # 10:15-10:29 quarter
+    settle(state)
+    reader = WindowReader(DEFAULT_WINDOWS, 60)
+    now = at(10, 40)
+    assert contacts(reader.read([state], now), "1h") == 2
+    cached = {key[2] for key in reader._blocks}
+    assert {at(10, 0) // 1000, at(10, 15) // 1000} <= cached
+    add(state, at(10, 40))  # the current minute: its quarter is summed bucket by bucket
+    settle(state)
+    assert contacts(reader.read([state], at(10, 40) + 1000), "1h") == 3
+    add(state, at(10, 6))  # a change inside a cached quarter invalidates it
+    settle(state)
+    assert contacts(reader.read([state], at(10, 40) + 2000), "1h") == 4
