@@ -180,8 +180,8 @@ class Settings(BaseSettings):
         "100ms",
         validate_default=True,
         description="Longest a consumer fetch waits for data while traffic is at or above "
-        "CXSTREAM_FETCH_IDLE_RATE (Faust hard-codes 1.5s). Kafka answers as soon as data arrives; "
-        "tansu holds every fetch for the full wait, so this bounds latency there.",
+        "CXSTREAM_FETCH_IDLE_RATE (Faust hard-codes 1.5s). Kafka answers as soon as data arrives, "
+        "so it sets how often a consumer asks when there is none.",
     )
     fetch_max_wait_idle: Duration = Field(
         "500ms",
