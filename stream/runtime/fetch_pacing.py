@@ -4,9 +4,11 @@ Why: a fetch round costs the worker about as much CPU whether it brings one reco
 or a thousand (a fetch request over every assigned partition, its response, a batch,
 a state commit). A short long-poll keeps latency low when traffic is heavy, where
 the cost is shared by many events, but at a quiet contact centre's 100 events/s ten
-rounds a second were most of the worker's CPU. tansu answers a fetch only when its
-wait is over, and Apache Kafka when data has arrived, so on both the wait bounds how
-often an idle or quiet consumer asks.
+rounds a second were most of the worker's CPU. A broker answers a fetch when the
+wait is over or when ``fetch.min.bytes`` of data are there (one byte by default: the
+first record), so with the idle wait the consumer also asks for 256 KiB
+(``IDLE_FETCH_MIN_BYTES`` in stream/runtime/transport.py), and the wait bounds how often
+a quiet consumer asks, on Kafka and on tansu alike.
 
 :class:`FetchPacer` keeps the busy wait (``CXSTREAM_FETCH_MAX_WAIT``) while the input
 rate is at or above ``CXSTREAM_FETCH_IDLE_RATE`` events/s and the idle wait

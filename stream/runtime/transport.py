@@ -17,10 +17,10 @@ inside Faust's own contracts (offset tracking, commits, rebalances, recovery):
    partition; ``flush`` (which Faust awaits before every offset commit) waits for
    them, so a commit never gets ahead of the state it covers.
 3. The consumer's fetch long-poll (Faust hard-codes 1.5 s) is a setting: Kafka
-   answers a fetch as soon as data arrives, but tansu holds it for the full wait,
-   which adds up to 1.5 s of latency per hop there. Below a set input rate it is
-   lengthened (:mod:`stream.runtime.fetch_pacing`), so a quiet worker does not spend
-   its CPU on fetch rounds.
+   answers a fetch as soon as data arrives, but the tansu of November 2026 held it for
+   the full wait, adding up to 1.5 s of latency per hop. Below a set input rate it is
+   lengthened and asks for more data (:mod:`stream.runtime.fetch_pacing`), so a quiet
+   worker does not spend its CPU on fetch rounds.
 
 The consumer overrides Faust internals (``_drain_messages``, ``ack``), so
 pyproject.toml pins faust-streaming to the 0.15 series this was written against.
@@ -99,16 +99,19 @@ class TunedConsumerThread(driver.AIOKafkaConsumerThread):
         consumer._fetch_max_wait_ms = getattr(self.app, "fetch_max_wait_ms", FAUST_FETCH_MAX_WAIT_MS)
         return consumer
 
-    def set_fetch_wait(self, wait_ms: int, min_bytes: int) -> None:
+    def set_fetch_wait(self, wait_ms: int, min_bytes: int) -> bool:
         """Change the long-poll of the next fetch requests (the fetcher reads both per request).
 
         Called from the worker's main thread: two int attributes the consumer thread reads.
+        False while the consumer has no fetcher yet (nothing changed).
         """
         consumer = getattr(self, "_consumer", None)
         fetcher = getattr(consumer, "_fetcher", None)
-        if fetcher is not None:
-            fetcher._fetch_max_wait_ms = wait_ms
-            fetcher._fetch_min_bytes = min_bytes
+        if fetcher is None:
+            return False
+        fetcher._fetch_max_wait_ms = wait_ms
+        fetcher._fetch_min_bytes = min_bytes
+        return True
 
     async def _highwaters(self, partitions: list[TP]) -> Any:
         """Recovery's end offsets; on tansu read forward past its ListOffsets answer (tansu_compat)."""
@@ -167,11 +170,9 @@ class ChunkedConsumer(driver.Consumer):
                 if pacer is not None:
                     fetched_n = sum(map(len, records.values())) if records else 0
                     wait = pacer.observe(time.monotonic(), fetched_n)
-                    if wait != applied_wait:
-                        idle = wait > pacer.busy_wait_ms
-                        cast(TunedConsumerThread, self._thread).set_fetch_wait(
-                            wait, IDLE_FETCH_MIN_BYTES if idle else 1
-                        )
+                    if wait != applied_wait and cast(TunedConsumerThread, self._thread).set_fetch_wait(
+                        wait, IDLE_FETCH_MIN_BYTES if wait > pacer.busy_wait_ms else 1
+                    ):
                         applied_wait = wait
                 await self.sleep(0)
                 if not records or self.should_stop or not self.flow_active:
