@@ -10,7 +10,7 @@ Python, so whole hours are summed once and cached until one of their buckets
 changes (:attr:`PartitionState.hour_versions`), and so are whole quarter hours
 (:data:`BLOCK`, :attr:`PartitionState.block_versions`) of the hours a window only
 partly covers: live traffic changes the current minute, so a read re-sums only the
-minutes of the current quarter hour and caches the rest. And one partition's window totals
+minutes of the current quarter hour, once for all windows, and caches the rest. And one partition's window totals
 are computed once per bucket of "now" and state version, whoever asks: /metrics,
 the interval metrics, the partition views and the alert evaluator all read the same
 cached totals instead of summing the buckets four times a tick.
@@ -85,10 +85,11 @@ class WindowReader:
         if cached is not None and cached[0] == stamp and not state.dirty_buckets:
             return cached[1]
         result: WindowTotals = {}
+        partial: dict[tuple[int, int], dict[str, Counts]] = {}  # shared by the windows of this read
         for label, seconds in self.windows:
             first, last = self.window_bounds(now_ms, seconds, label)
             totals: dict[str, Counts] = {}
-            self._add_range(state, first, last, totals)
+            self._add_range(state, first, last, totals, partial)
             result[label] = totals
         if not state.dirty_buckets:
             self._partitions[key] = (stamp, result)
@@ -102,8 +103,19 @@ class WindowReader:
         return keys
 
     # -- internals ----------------------------------------------------------------
-    def _add_range(self, state: PartitionState, first: int, last: int, totals: dict[str, Counts]) -> None:
-        """Buckets ``first`` .. ``last``: cached whole hours, then cached whole quarter hours."""
+    def _add_range(
+        self,
+        state: PartitionState,
+        first: int,
+        last: int,
+        totals: dict[str, Counts],
+        partial: dict[tuple[int, int], dict[str, Counts]],
+    ) -> None:
+        """Buckets ``first`` .. ``last``: cached whole hours, then cached whole quarter hours.
+
+        The rest, minutes of a quarter hour, is summed once per read into ``partial``:
+        every window ends at the same bucket, so they share the current quarter hour's.
+        """
         if not state.buckets:
             return
         hour = first - first % HOUR
@@ -117,7 +129,12 @@ class WindowReader:
                     if block >= first and block + BLOCK - 1 <= end:
                         self._add_cached(state, block, BLOCK, state.block_versions, self._blocks, totals)
                     else:
-                        self._sum_buckets(state, max(block, first), min(block + BLOCK - 1, end) + 1, totals)
+                        span = (max(block, first), min(block + BLOCK - 1, end) + 1)
+                        sums = partial.get(span)
+                        if sums is None:
+                            sums = partial[span] = self._sum_buckets(state, *span, {})
+                        for dim, counts in sums.items():
+                            _accumulate(totals, dim, counts)
                     block += BLOCK
             hour += HOUR
 
