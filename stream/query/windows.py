@@ -10,7 +10,8 @@ Python, so whole hours are summed once and cached until one of their buckets
 changes (:attr:`PartitionState.hour_versions`), and so are whole quarter hours
 (:data:`BLOCK`, :attr:`PartitionState.block_versions`) of the hours a window only
 partly covers: live traffic changes the current minute, so a read re-sums only the
-minutes of the current quarter hour, once for all windows, and caches the rest. And one partition's window totals
+minutes of the current quarter hour, once for all windows, and caches the rest.
+And one partition's window totals
 are computed once per bucket of "now" and state version, whoever asks: /metrics,
 the interval metrics, the partition views and the alert evaluator all read the same
 cached totals instead of summing the buckets four times a tick.
