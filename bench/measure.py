@@ -215,28 +215,8 @@ def measure_naive_faust(
         BENCH_DATA_DIR=str(workdir / "naive-data"),
         BENCH_PARTITIONS=str(partitions),
     )
-    child = Child(
-        [sys.executable, "-m", "bench.naive_faust"], env, workdir / "naive_faust.log", port=port
-    ).start()
-    try:
-        child.wait_http("/count")
-
-        def read() -> float:
-            return float(orjson.loads(child.get("/count"))["count"])
-
-        result = follow(
-            read,
-            target,
-            interval=interval,
-            timeout=target / 500 + 180,
-            started_at=child.started_at,
-            cpu_pids={"app": child.pid},
-            alive=child.alive,
-            what="naive Faust",
-        )
-        return {**result.as_dict(), "peak_rss_mb": _round(peak_rss_mb(child.pid))}
-    finally:
-        child.stop()
+    child = Child([sys.executable, "-m", "bench.naive_faust"], env, workdir / "naive_faust.log", port=port)
+    return time_counting_child(child, target, interval, "naive Faust")
 
 
 def measure_quix(
@@ -259,7 +239,13 @@ def measure_quix(
         BENCH_PORT=str(port),
         BENCH_DATA_DIR=str(workdir / f"{app_id}-state"),
     )
-    child = Child([sys.executable, "-m", "bench.quix_app"], env, workdir / f"{app_id}.log", port=port).start()
+    child = Child([sys.executable, "-m", "bench.quix_app"], env, workdir / f"{app_id}.log", port=port)
+    return time_counting_child(child, target, interval, "Quix Streams")
+
+
+def time_counting_child(child: Child, target: int, interval: float, what: str) -> dict[str, Any]:
+    """Start a baseline app whose ``GET /count`` says how many events it has processed; time it."""
+    child.start()
     try:
         child.wait_http("/count")
 
@@ -274,7 +260,7 @@ def measure_quix(
             started_at=child.started_at,
             cpu_pids={"app": child.pid},
             alive=child.alive,
-            what="Quix Streams",
+            what=what,
         )
         return {**result.as_dict(), "peak_rss_mb": _round(peak_rss_mb(child.pid))}
     finally:

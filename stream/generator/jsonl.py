@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import msgspec
 import orjson
 
 from stream.generator.profile import TrafficProfile
@@ -100,25 +101,50 @@ def write_jsonl(
     return written
 
 
+class _ReplayLine(msgspec.Struct):
+    """One line of a replay file, as :func:`write_jsonl` documents it."""
+
+    topic: str
+    key: str
+    #: The value's JSON text exactly as in the file (empty: the line has ``value_b64``).
+    value: msgspec.Raw = msgspec.Raw(b"")
+    value_b64: str | None = None
+
+
+_line_decoder = msgspec.json.Decoder(_ReplayLine)
+
+
+def read_raw(path: str | os.PathLike[str]) -> Iterator[tuple[str, str, bytes, bool]]:
+    """(topic, key, value bytes, value is JSON) per record of a replay file.
+
+    The value's JSON text is handed on verbatim (``cxstream replay`` sends it to the
+    pipeline without a parse and re-encode); a ``value_b64`` value is decoded to its
+    bytes (``False``: malformed on purpose). Blank lines are skipped; a line that is
+    not a valid record raises ``ValueError`` naming the line, because a replay that
+    silently skips input would mislead.
+    """
+    decode = _line_decoder.decode
+    with Path(path).open("rb") as fh:
+        for number, line in enumerate(fh, 1):
+            try:
+                record = decode(line)
+                if len(record.value):
+                    yield record.topic, record.key, bytes(record.value), True
+                elif record.value_b64 is not None:
+                    yield record.topic, record.key, base64.b64decode(record.value_b64, validate=True), False
+                else:
+                    raise ValueError("no value or value_b64")
+            except (msgspec.DecodeError, ValueError) as exc:
+                if not line.strip():
+                    continue
+                raise ValueError(f"{path}:{number}: not a replay record ({exc})") from None
+
+
 def read_jsonl(path: str | os.PathLike[str]) -> Iterator[ReplayRecord]:
     """Read a replay file written by :func:`write_jsonl` (format documented there).
 
-    Blank lines are skipped; a line that is not a valid record raises ``ValueError``
-    naming the line, because a replay that silently skips input would mislead.
+    Values as written: the JSON value decoded, or the raw bytes of a ``value_b64``.
+    Errors as :func:`read_raw`.
     """
-    with Path(path).open("rb") as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = orjson.loads(line)
-                topic, key = obj["topic"], obj["key"]
-                if "value" in obj:
-                    value: dict[str, Any] | bytes = obj["value"]
-                else:
-                    value = base64.b64decode(obj["value_b64"], validate=True)
-                if not isinstance(topic, str) or not isinstance(key, str):
-                    raise TypeError("topic and key must be strings")
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                raise ValueError(f"{path}:{number}: not a replay record ({exc})") from None
-            yield ReplayRecord(topic, key, value)
+    for topic, key, value, is_json in read_raw(path):
+        yield ReplayRecord(topic, key, orjson.loads(value) if is_json else value)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import sys
 import time
 from collections import defaultdict
@@ -27,7 +26,6 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-import msgspec
 import orjson
 
 from stream.config.settings import Settings, load_settings
@@ -69,41 +67,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-class _Line(msgspec.Struct):
-    """One line of a replay file (:func:`stream.generator.write_jsonl` documents the format)."""
-
-    topic: str
-    key: str
-    #: The value's JSON text exactly as in the file: handed on without a parse and re-encode.
-    value: msgspec.Raw = msgspec.Raw(b"")
-    value_b64: str | None = None
-
-
-_line_decoder = msgspec.json.Decoder(_Line)
-
-
 def read_records(path: Path) -> Iterator[tuple[str, bytes, bytes]]:
     """(topic, key, value bytes) per line; malformed values stay bytes for the dead-letter path.
 
-    A line that is not a replay record raises ``ValueError`` naming the line: a replay
-    that silently skipped input would mislead. Blank lines are skipped.
+    The values as :func:`stream.generator.jsonl.read_raw` reads them: JSON text verbatim.
     """
-    decode = _line_decoder.decode
-    with path.open("rb") as fh:
-        for number, line in enumerate(fh, 1):
-            try:
-                record = decode(line)
-                if len(record.value):
-                    value = bytes(record.value)
-                elif record.value_b64 is not None:
-                    value = base64.b64decode(record.value_b64, validate=True)
-                else:
-                    raise ValueError("no value or value_b64")
-            except (msgspec.DecodeError, ValueError) as exc:
-                if not line.strip():
-                    continue
-                raise ValueError(f"{path}:{number}: not a replay record ({exc})") from None
-            yield record.topic, record.key.encode(), value
+    from stream.generator.jsonl import read_raw
+
+    for topic, key, value, _is_json in read_raw(path):
+        yield topic, key.encode(), value
 
 
 def count_lines(path: Path) -> int:
