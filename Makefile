@@ -18,9 +18,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install cxstream with dev extras
 
-system-deps:  ## Debian tools the tests use: promtool (package prometheus), chromium (wallboard browser test)
+system-deps:  ## Debian tools the tests use: prometheus + promtool, alertmanager + amtool, chromium (wallboard browser test)
 	@missing=""; \
 	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	command -v prometheus-alertmanager >/dev/null 2>&1 || missing="$$missing prometheus-alertmanager"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium fonts-dejavu-core"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \

@@ -195,6 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
             "stream.ingest.bridge",
             "translate platform payloads already on Kafka onto the input topics",
         ),
+        (
+            "check-prometheus",
+            "stream.tools.check_prometheus",
+            "run the shipped rules' and dashboards' queries against a Prometheus",
+        ),
     ):
         command = importlib.import_module(module)
         parser_ = sub.add_parser(name, help=help_text, description=command.__doc__)

@@ -29,6 +29,22 @@ RATIO_RANGES: dict[str, tuple[float, float]] = {
 }
 
 
+#: The contract's count gauges of contacts and surveys that expected_kpis computes.
+CONTACT_AND_SURVEY_COUNTS = (
+    "cx_contacts",
+    "cx_contacts_ended",
+    "cx_transferred_contacts",
+    "cx_csat_responses",
+    "cx_csat_satisfied",
+    "cx_nps_responses",
+    "cx_nps_promoters",
+    "cx_nps_detractors",
+    "cx_ces_responses",
+    "cx_ces_easy",
+    "cx_ces_high_effort",
+)
+
+
 def _ms(ts: Any) -> int:
     if isinstance(ts, int):
         return ts

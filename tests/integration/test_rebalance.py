@@ -24,26 +24,14 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
 from stream.generator import TrafficProfile, TrafficSimulator
-from tests.expected import expected_kpis
+from tests.expected import CONTACT_AND_SURVEY_COUNTS, expected_kpis
 from tests.harness import Topics, WorkerProcess, _get, by_labels, produce_records, wait_until
 
 pytestmark = pytest.mark.integration
 
 PARTITIONS = [0, 1, 2, 3]
 WINDOWS = {"15m": 900, "1h": 3600, "24h": 86400}
-CHECKED = [
-    "cx_contacts",
-    "cx_contacts_ended",
-    "cx_transferred_contacts",
-    "cx_csat_responses",
-    "cx_csat_satisfied",
-    "cx_nps_responses",
-    "cx_nps_promoters",
-    "cx_nps_detractors",
-    "cx_ces_responses",
-    "cx_ces_easy",
-    "cx_ces_high_effort",
-]
+CHECKED = list(CONTACT_AND_SURVEY_COUNTS)
 Event = tuple[str, str, dict[str, Any]]  # (kind, key, value)
 
 

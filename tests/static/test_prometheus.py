@@ -158,8 +158,15 @@ def test_alerts_have_severity_summary_description_and_sample_guards() -> None:
         assert ">= " in found[name]["expr"], f"{name}: minimum sample size"
     assert found["CxCesHighEffortSpike"]["for"] == "5m"
     assert found["CxCsatDrop"]["for"] == "10m"
-    assert found["CxRejectedEventsHigh"]["for"] == "10m"
+    # A 5m rate under a 5m `for`: a break or a two-minute burst fires (not `for: 10m`, which
+    # only a break longer than the rate's range could fire, 15 minutes late).
+    assert found["CxRejectedEventsHigh"]["for"] == "5m"
     assert "rate(cx_events_total" in found["CxRejectedEventsHigh"]["expr"]
+    # Alerts on the workers' series survive a worker crash (its series vanish until another
+    # worker recovers its partitions); alerts on `up` resolve at once.
+    for name, alert in found.items():
+        on_up = "up" in metric_names(alert["expr"])
+        assert ("keep_firing_for" in alert) != on_up, f"{name}: keep_firing_for iff not an alert on up"
     assert "up" in metric_names(found["CxWorkerDown"]["expr"])
 
 
