@@ -376,6 +376,12 @@ def run_pipeline(
         rss_start, run["rss_mb_after_backlog"], run["state"]["contacts"]
     )
     run["scrape"] = measure.scrape_seconds(worker)
+    for client, figures in run["scrape"].items():
+        log(
+            f"/metrics as {client}: {figures['median_s'] * 1000:.1f} ms median, "
+            f"{(figures['cpu_s'] or 0) * 1000:.1f} ms worker CPU, {figures['bytes']} B {figures['encoding']} "
+            f"{figures['content_type']}"
+        )
     return worker, run
 
 

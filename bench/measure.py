@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -477,15 +478,46 @@ def measure_pipeline(
     return out
 
 
-def scrape_seconds(worker: Child, n: int = 10) -> dict[str, float]:
-    """How long one /metrics scrape takes (it runs on the worker's event loop)."""
-    times = []
-    size = 0
-    for _ in range(n):
-        started = time.perf_counter()
-        size = len(worker.get("/metrics", timeout=30))
-        times.append(time.perf_counter() - started)
-    return {"median_s": round(statistics.median(times), 5), "max_s": round(max(times), 5), "bytes": size}
+#: What Prometheus 2.x sends on a scrape (it prefers OpenMetrics, and takes gzip), and a
+#: plain client (curl, a browser): the two ways /metrics is read.
+SCRAPE_CLIENTS: dict[str, dict[str, str]] = {
+    "prometheus": {
+        "Accept": "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
+        "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+        "Accept-Encoding": "gzip",
+    },
+    "plain": {},
+}
+
+
+def scrape_seconds(worker: Child, n: int = 10) -> dict[str, Any]:
+    """One /metrics scrape (it runs on the worker's event loop), as Prometheus and as a plain
+    client: median and max wall time, the worker's CPU per scrape, bytes on the wire."""
+    out: dict[str, Any] = {}
+    for client, headers in SCRAPE_CLIENTS.items():
+        times = []
+        size = 0
+        encoding = content_type = ""
+        cpu_before = cpu_seconds(worker.pid)
+        for _ in range(n):
+            started = time.perf_counter()
+            request = urllib.request.Request(worker.url + "/metrics", headers=headers)
+            with urllib.request.urlopen(request, timeout=30) as response:
+                size = len(response.read())
+                encoding = response.headers.get("Content-Encoding", "identity")
+                content_type = response.headers.get("Content-Type", "")
+            times.append(time.perf_counter() - started)
+        cpu_after = cpu_seconds(worker.pid)
+        cpu = (cpu_after - cpu_before) / n if cpu_before is not None and cpu_after is not None else None
+        out[client] = {
+            "median_s": round(statistics.median(times), 5),
+            "max_s": round(max(times), 5),
+            "cpu_s": None if cpu is None else round(cpu, 5),
+            "bytes": size,
+            "encoding": encoding,
+            "content_type": content_type.split(";")[0],
+        }
+    return out
 
 
 # -- latency ------------------------------------------------------------------------------------

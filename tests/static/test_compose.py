@@ -307,6 +307,17 @@ def test_grafana_mounts_provisioning_and_dashboards() -> None:
     )
 
 
+def test_grafana_escapes_quotes_in_variable_values() -> None:
+    """A queue named with a double quote breaks every ``queue=~"$queue"`` panel unless Grafana's
+    prometheusSpecialCharsInLabelValues toggle is on (shown on a real Prometheus by
+    tests/integration/test_prometheus_stack.py; docs/prometheus.md)."""
+    grafana = compose()["services"]["grafana"]
+    toggles = str(grafana["environment"].get("GF_FEATURE_TOGGLES_ENABLE", "")).split(",")
+    assert "prometheusSpecialCharsInLabelValues" in [t.strip() for t in toggles]
+    major = int(grafana["image"].rsplit(":", 1)[1].split(".")[0])
+    assert major >= 12, "the toggle needs a recent Grafana"
+
+
 # --- Dockerfile -----------------------------------------------------------------------
 
 
