@@ -18,9 +18,10 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
+import pytest
 from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -259,3 +260,11 @@ def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0
             last_error = exc
         time.sleep(interval)
     raise TimeoutError(f"condition not met in {timeout}s (last error: {last_error!r})")
+
+
+def tool_missing(message: str) -> NoReturn:
+    """A system tool a test needs is not installed: a failure under CI (``CI`` set: its machine
+    installs them all with ``make system-deps``), a skip elsewhere."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{message} -- required when CI is set")
+    pytest.skip(message)

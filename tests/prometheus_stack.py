@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import shutil
 import subprocess
 import threading
@@ -113,6 +112,21 @@ class _Server:
     def url(self) -> str:
         return f"http://{self.address}"
 
+    def _launch(self, executable: str, config: dict[str, Any], *flags: str) -> None:
+        """Write ``config`` beside the data and run ``executable`` on it until ``/-/ready``."""
+        path = self.directory / f"{Path(executable).name}.yml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        self._spawn(
+            [
+                executable,
+                f"--config.file={path}",
+                f"--web.listen-address={self.address}",
+                "--log.level=warn",
+                *flags,
+            ],
+            "/-/ready",
+        )
+
     def _spawn(self, argv: list[str], ready_path: str, timeout: float = 30.0) -> None:
         self._log = open(self.directory / "server.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -152,22 +166,8 @@ class PrometheusServer(_Server):
     """Debian's ``prometheus`` with :func:`prometheus_config`."""
 
     def start(self, config: dict[str, Any], executable: str) -> PrometheusServer:
-        path = self.directory / "prometheus.yml"
-        path.write_text(yaml.safe_dump(config, sort_keys=False))
-        self._spawn(
-            [
-                executable,
-                f"--config.file={path}",
-                f"--storage.tsdb.path={self.directory / 'data'}",
-                f"--web.listen-address={self.address}",
-                "--log.level=warn",
-            ],
-            "/-/ready",
-        )
+        self._launch(executable, config, f"--storage.tsdb.path={self.directory / 'data'}")
         return self
-
-    def alerts(self) -> list[dict[str, Any]]:
-        return list(_get_json(self.url + "/api/v1/alerts")["data"]["alerts"])
 
     def targets_up(self, job: str) -> int:
         active = _get_json(self.url + "/api/v1/targets")["data"]["activeTargets"]
@@ -179,18 +179,8 @@ class AlertmanagerServer(_Server):
     """Debian's ``prometheus-alertmanager`` with :func:`alertmanager_config`, clustering off."""
 
     def start(self, config: dict[str, Any], executable: str) -> AlertmanagerServer:
-        path = self.directory / "alertmanager.yml"
-        path.write_text(yaml.safe_dump(config, sort_keys=False))
-        self._spawn(
-            [
-                executable,
-                f"--config.file={path}",
-                f"--storage.path={self.directory / 'data'}",
-                f"--web.listen-address={self.address}",
-                "--cluster.listen-address=",
-                "--log.level=warn",
-            ],
-            "/-/ready",
+        self._launch(
+            executable, config, f"--storage.path={self.directory / 'data'}", "--cluster.listen-address="
         )
         return self
 
@@ -244,7 +234,3 @@ def missing_binaries() -> str | None:
     if binary("prometheus-alertmanager", "alertmanager") is None:
         return "alertmanager not found: install Debian's 'prometheus-alertmanager' package (make system-deps)"
     return None
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")

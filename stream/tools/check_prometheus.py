@@ -114,13 +114,6 @@ class PrometheusAPI:
     def alerts(self) -> list[dict[str, Any]]:
         return list(self._get("/api/v1/alerts")["alerts"])
 
-    def ready(self) -> bool:
-        try:
-            self._get("/api/v1/status/buildinfo")
-        except (PrometheusUnreachable, QueryError):
-            return False
-        return True
-
 
 # -- Grafana's variable escaping ----------------------------------------------------------------
 
@@ -141,6 +134,11 @@ def grafana_plain_escape(value: str, special_chars: bool = True) -> str:
     """A single-value variable without "All" (``prometheusRegularEscape``): for ``="..."``."""
     out = value.replace("\\", "\\\\")
     return out.replace('"', '\\"') if special_chars else out.replace("'", "\\\\'")
+
+
+def variable_names(expr: str) -> list[str]:
+    """The template variables ``expr`` uses, in order (built-ins such as ``$__rate_interval`` too)."""
+    return [m.group(1) or m.group(2) or m.group(3) for m in _VARIABLE.finditer(expr)]
 
 
 def interpolate(expr: str, values: Mapping[str, str]) -> str:
@@ -215,6 +213,12 @@ def panel_targets(name: str, dashboard: Mapping[str, Any]) -> list[PanelTarget]:
     ]
 
 
+def parse_label_values(definition: str) -> tuple[str | None, str] | None:
+    """(selector or None, label) of a Grafana ``label_values([selector, ]label)`` query, else None."""
+    match = _LABEL_VALUES.match(definition)
+    return None if match is None else (match.group("selector"), match.group("label"))
+
+
 def query_variables(dashboard: Mapping[str, Any]) -> list[Variable]:
     """The dashboard's ``label_values`` variables, in their order (later ones may use earlier)."""
     found = []
@@ -223,16 +227,16 @@ def query_variables(dashboard: Mapping[str, Any]) -> list[Variable]:
             continue
         query = var.get("query")
         definition = var.get("definition") or (query.get("query") if isinstance(query, dict) else query) or ""
-        match = _LABEL_VALUES.match(definition)
-        if match is None:
+        parsed = parse_label_values(definition)
+        if parsed is None:
             raise ValueError(
                 f"variable ${var['name']}: only label_values(...) is supported, got {definition!r}"
             )
         found.append(
             Variable(
                 name=var["name"],
-                selector=match.group("selector"),
-                label=match.group("label"),
+                selector=parsed[0],
+                label=parsed[1],
                 include_all=bool(var.get("includeAll")),
                 all_value=var.get("allValue") or ".*",
                 multi=bool(var.get("multi")),

@@ -10,6 +10,7 @@ import pytest
 
 from stream.embedded import RedisServer
 from tests.e2e.cdp import CHROMIUM_ENV, find_chromium
+from tests.harness import tool_missing
 
 REPO = Path(__file__).resolve().parents[2]
 #: Git-ignored; CI keeps it as the test artifact.
@@ -23,13 +24,10 @@ def chromium() -> str:
     """Path of the Chromium binary; missing fails under CI (``CI`` set) and skips elsewhere."""
     path = find_chromium()
     if path is None:
-        message = (
+        tool_missing(
             "Chromium not found: install Debian's package (`make system-deps`, or "
             f"`apt-get install chromium`) or set {CHROMIUM_ENV}=/path/to/chromium"
         )
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
     return path
 
 

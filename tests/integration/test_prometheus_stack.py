@@ -51,7 +51,7 @@ from stream.tools.check_prometheus import (
     run_check,
 )
 from tests.expected import CONTACT_AND_SURVEY_COUNTS, expected_kpis, in_window
-from tests.harness import Topics, WorkerProcess, _get, produce_records, wait_until
+from tests.harness import Topics, WorkerProcess, _get, produce_records, tool_missing, wait_until
 from tests.prometheus_stack import (
     ALERTMANAGER_FILE,
     PROMETHEUS_DIR,
@@ -61,7 +61,6 @@ from tests.prometheus_stack import (
     alertmanager_config,
     binary,
     differences,
-    in_ci,
     missing_binaries,
     prometheus_config,
 )
@@ -333,9 +332,7 @@ def rule_mismatches(api: PrometheusAPI, expected: dict[str, dict[tuple[str, ...]
 def binaries() -> tuple[str, str]:
     reason = missing_binaries()
     if reason:
-        if in_ci():
-            pytest.fail(reason)
-        pytest.skip(reason)
+        tool_missing(reason)
     return binary("prometheus") or "", binary("prometheus-alertmanager", "alertmanager") or ""
 
 
@@ -358,8 +355,8 @@ def owned(worker: WorkerProcess) -> set[int]:
     return set(orjson.loads(_get(worker.url + "/healthz"))["partitions"])
 
 
-def firing(prometheus: PrometheusServer, alertname: str, queue: str) -> dict[str, Any] | None:
-    for alert in prometheus.alerts():
+def firing(api: PrometheusAPI, alertname: str, queue: str) -> dict[str, Any] | None:
+    for alert in api.alerts():
         labels = alert["labels"]
         if (
             labels.get("alertname") == alertname
@@ -450,13 +447,15 @@ def test_shipped_rules_and_dashboards_on_real_prometheus_and_alertmanager(
         assert not problems, "\n".join(problems)
 
         # 2. Every rule healthy with series, every panel with data (Grafana's escaping).
-        report = run_check(api, ROOT / "deploy/grafana/dashboards", PROMETHEUS_DIR / "rules")
+        dashboards_dir = ROOT / "deploy/grafana/dashboards"
+        report = run_check(api, dashboards_dir, PROMETHEUS_DIR / "rules")
         failures = report.failures(strict=True)
         assert not failures, "\n".join(f"{f.status} {f.where}: {f.detail} {f.expr}" for f in failures)
         assert report.count("ok") >= 55 + 9 + 60, report.count("ok")
         # Without Grafana's prometheusSpecialCharsInLabelValues toggle the quote in the queue
         # name ends the PromQL string: every $queue panel fails on that queue, nothing else.
-        classic = check_panels(api, load_dashboards(ROOT / "deploy/grafana/dashboards"), special_chars=False)
+        dashboards = load_dashboards(dashboards_dir)
+        classic = check_panels(api, dashboards, special_chars=False)
         broken = [f for f in classic if f.status == "error"]
         assert broken and all("vip" in f.detail and "gold" in f.detail for f in broken)
         assert {f.where.split()[0] for f in broken} == {"supervisor.json", "effort.json", "queues.json"}
@@ -466,16 +465,14 @@ def test_shipped_rules_and_dashboards_on_real_prometheus_and_alertmanager(
         assert topics_seen <= set(topic_of.values()), topics_seen
         rejected = float(api.query('sum(cx_events_total{outcome="rejected"})')[0]["value"][1])
         assert rejected == len(MALFORMED) * 4
-        operations = load_dashboards(ROOT / "deploy/grafana/dashboards")["operations.json"]
-        panel = next(
-            t for t in panel_targets("operations.json", operations) if t.title == "Rejected share (5m)"
-        )
+        operations = panel_targets("operations.json", dashboards["operations.json"])
+        panel = next(t for t in operations if t.title == "Rejected share (5m)")
         share = api.query(interpolate(panel.expr, {"instance": ".*"}))
         # rate() extrapolates each worker's counters a little differently: within 3 %.
         assert abs(float(share[0]["value"][1]) / (rejected / len(payload)) - 1) < 0.03
 
         # 4. The 10-minute wait fires CxLongestWaitHigh (for: 2m) through Alertmanager.
-        alert = wait_until(lambda: firing(prometheus, "CxLongestWaitHigh", OVERFLOW), timeout=180, interval=1)
+        alert = wait_until(lambda: firing(api, "CxLongestWaitHigh", OVERFLOW), timeout=180, interval=1)
         assert float(alert["value"]) >= 600
 
         def delivered() -> dict[str, Any] | None:
@@ -504,7 +501,7 @@ def test_shipped_rules_and_dashboards_on_real_prometheus_and_alertmanager(
         while time.monotonic() < deadline:
             series = api.query(f'cx:longest_wait_seconds:queue{{queue="{OVERFLOW}"}}')
             gap_seen |= not series
-            still = firing(prometheus, "CxLongestWaitHigh", OVERFLOW)
+            still = firing(api, "CxLongestWaitHigh", OVERFLOW)
             assert still is not None and still["activeAt"] == active_at, still
             if gap_seen and series and len(owned(survivor)) == PARTITIONS:
                 break

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from stream.tools.check_prometheus import all_panels
 from tests.static.support import (
     CATALOG_METRICS,
     COMING_METRICS,
@@ -37,13 +38,6 @@ KPI_DASHBOARDS = ("supervisor.json", "effort.json")
 
 def load(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
-
-
-def all_panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """Panels, including those nested in (collapsed) rows."""
-    for panel in dashboard.get("panels", []):
-        yield panel
-        yield from panel.get("panels", [])
 
 
 def queries(dashboard: dict[str, Any]) -> Iterator[tuple[str, str]]:
